@@ -1,0 +1,20 @@
+"""Flax decoder-only transformers (GPT-2 and Llama families), KV cache, scalar heads, and
+Hugging Face checkpoint import/export."""
+
+from jaxalign.models.cache import KVCache, init_cache
+from jaxalign.models.config import (RopeScaling, TransformerConfig, gpt2_config, llama_config,
+                                    tiny_gpt2, tiny_llama)
+from jaxalign.models.heads import (PolicyValueModel, RewardModel, ScalarHead, ValueModel,
+                                   last_token_index)
+from jaxalign.models.hf_checkpoint import load_pretrained, save_pretrained
+from jaxalign.models.hf_config import CheckpointError, config_from_hf, config_to_hf
+from jaxalign.models.init import count_params, init_params
+from jaxalign.models.transformer import Transformer, positions_from_mask
+
+__all__ = [
+    "CheckpointError", "KVCache", "PolicyValueModel", "RewardModel", "RopeScaling",
+    "ScalarHead", "Transformer", "TransformerConfig", "ValueModel", "config_from_hf",
+    "config_to_hf", "count_params", "gpt2_config", "init_cache", "init_params",
+    "last_token_index", "llama_config", "load_pretrained", "positions_from_mask",
+    "save_pretrained", "tiny_gpt2", "tiny_llama",
+]

@@ -1,0 +1,116 @@
+"""Transformer configuration: one frozen dataclass for the GPT-2 and Llama families."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax.numpy as jnp
+
+ModelType = Literal["gpt2", "llama", "mistral", "qwen2"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """Llama-3 style frequency-dependent RoPE scaling (``rope_type == "llama3"``)."""
+
+  factor: float = 8.0
+  low_freq_factor: float = 1.0
+  high_freq_factor: float = 4.0
+  original_max_position_embeddings: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """A decoder-only transformer.
+
+  GPT-2: learned positions, LayerNorm, GELU (tanh), tied embeddings, biases everywhere.
+  Llama: RoPE, RMSNorm, SwiGLU, grouped-query attention, untied embeddings, no biases.
+  Mistral and Qwen2 are Llama with a sliding window or q/k/v biases.
+  """
+
+  model_type: ModelType = "llama"
+  vocab_size: int = 256
+  embed_dim: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int = 4
+  head_dim: int = 16
+  mlp_dim: int = 256
+  max_seq_len: int = 512
+  # Architecture switches.
+  norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
+  norm_eps: float = 1e-6
+  activation: Literal["gelu_tanh", "gelu", "silu", "relu"] = "silu"
+  gated_mlp: bool = True
+  positions: Literal["learned", "rope"] = "rope"
+  rope_theta: float = 10000.0
+  rope_scaling: RopeScaling | None = None
+  tie_embeddings: bool = False
+  qkv_bias: bool = False
+  out_bias: bool = False
+  mlp_bias: bool = False
+  sliding_window: int | None = None
+  # Token ids (informational; the sampler and data pipeline take their own).
+  bos_token_id: int | None = None
+  eos_token_id: int | None = None
+  pad_token_id: int | None = None
+  # Numerics. Params are stored in param_dtype, matmuls run in dtype; logits are f32.
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  remat: bool = False
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(
+          f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+    if self.positions == "rope" and self.head_dim % 2:
+      raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def weights_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **changes) -> "TransformerConfig":
+    return dataclasses.replace(self, **changes)
+
+
+def gpt2_config(**overrides) -> TransformerConfig:
+  """GPT-2 family defaults (sizes of the 124M model unless overridden)."""
+  base = dict(
+      model_type="gpt2", vocab_size=50257, embed_dim=768, num_layers=12, num_heads=12,
+      num_kv_heads=12, head_dim=64, mlp_dim=3072, max_seq_len=1024, norm="layernorm",
+      norm_eps=1e-5, activation="gelu_tanh", gated_mlp=False, positions="learned",
+      tie_embeddings=True, qkv_bias=True, out_bias=True, mlp_bias=True,
+      bos_token_id=50256, eos_token_id=50256)
+  base.update(overrides)
+  return TransformerConfig(**base)
+
+
+def llama_config(**overrides) -> TransformerConfig:
+  """Llama family defaults (a small shape unless overridden)."""
+  base = dict(model_type="llama", norm="rmsnorm", norm_eps=1e-5, activation="silu",
+              gated_mlp=True, positions="rope", tie_embeddings=False)
+  base.update(overrides)
+  return TransformerConfig(**base)
+
+
+def tiny_gpt2(**overrides) -> TransformerConfig:
+  """The built-in tiny GPT-2 used by tests, demos and the synthetic tasks."""
+  base = dict(vocab_size=256, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=4,
+              head_dim=16, mlp_dim=256, max_seq_len=256, bos_token_id=None,
+              eos_token_id=255)
+  base.update(overrides)
+  return gpt2_config(**base)
+
+
+def tiny_llama(**overrides) -> TransformerConfig:
+  """The built-in tiny Llama (GQA: 4 query heads share 2 kv heads)."""
+  base = dict(vocab_size=256, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
+              head_dim=16, mlp_dim=128, max_seq_len=256, eos_token_id=2, bos_token_id=1)
+  base.update(overrides)
+  return llama_config(**base)

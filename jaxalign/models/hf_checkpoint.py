@@ -1,0 +1,219 @@
+"""Read and write Hugging Face checkpoint folders (config.json + safetensors), offline.
+
+``load_pretrained(path)`` builds the whole param tree in memory before returning, so an error
+(missing tensor, wrong shape, unknown model type, no weights) raises ``CheckpointError``
+naming the file and the key, and nothing half-loaded escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from jaxalign.models.config import TransformerConfig
+from jaxalign.models.hf_config import CheckpointError, config_from_hf, config_to_hf
+
+log = logging.getLogger(__name__)
+_IGNORED_SUFFIXES = ("attn.bias", "attn.masked_bias", "rotary_emb.inv_freq")
+_INDEX = "model.safetensors.index.json"
+_SINGLE = "model.safetensors"
+
+# One entry per tensor: (our path, HF key, layout). "linear": HF [out, in] -> ours [in, out];
+# "conv1d": GPT-2 Conv1D, already [in, out]; "same": copied as is.
+_Entry = tuple[tuple[str, ...], str, str]
+
+
+def _gpt2_entries(c: TransformerConfig) -> Iterator[_Entry]:
+  yield ("embed",), "transformer.wte.weight", "same"
+  yield ("pos_embed",), "transformer.wpe.weight", "same"
+  for i in range(c.num_layers):
+    ours, hf = f"layers_{i}", f"transformer.h.{i}"
+    for norm, hf_norm in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+      yield (ours, norm, "scale"), f"{hf}.{hf_norm}.weight", "same"
+      yield (ours, norm, "bias"), f"{hf}.{hf_norm}.bias", "same"
+    yield (ours, "attn", "qkv"), f"{hf}.attn.c_attn", "fused_qkv"
+    yield (ours, "attn", "o_proj", "kernel"), f"{hf}.attn.c_proj.weight", "conv1d"
+    yield (ours, "attn", "o_proj", "bias"), f"{hf}.attn.c_proj.bias", "same"
+    yield (ours, "mlp", "up_proj", "kernel"), f"{hf}.mlp.c_fc.weight", "conv1d"
+    yield (ours, "mlp", "up_proj", "bias"), f"{hf}.mlp.c_fc.bias", "same"
+    yield (ours, "mlp", "down_proj", "kernel"), f"{hf}.mlp.c_proj.weight", "conv1d"
+    yield (ours, "mlp", "down_proj", "bias"), f"{hf}.mlp.c_proj.bias", "same"
+  yield ("final_norm", "scale"), "transformer.ln_f.weight", "same"
+  yield ("final_norm", "bias"), "transformer.ln_f.bias", "same"
+  if not c.tie_embeddings:
+    yield ("lm_head",), "lm_head.weight", "same"
+
+
+def _llama_entries(c: TransformerConfig) -> Iterator[_Entry]:
+  yield ("embed",), "model.embed_tokens.weight", "same"
+  for i in range(c.num_layers):
+    ours, hf = f"layers_{i}", f"model.layers.{i}"
+    yield (ours, "attn_norm", "scale"), f"{hf}.input_layernorm.weight", "same"
+    yield (ours, "mlp_norm", "scale"), f"{hf}.post_attention_layernorm.weight", "same"
+    for proj, bias in (("q_proj", c.qkv_bias), ("k_proj", c.qkv_bias),
+                       ("v_proj", c.qkv_bias), ("o_proj", c.out_bias)):
+      yield (ours, "attn", proj, "kernel"), f"{hf}.self_attn.{proj}.weight", "linear"
+      if bias:
+        yield (ours, "attn", proj, "bias"), f"{hf}.self_attn.{proj}.bias", "same"
+    for proj in ("gate_proj", "up_proj", "down_proj"):
+      yield (ours, "mlp", proj, "kernel"), f"{hf}.mlp.{proj}.weight", "linear"
+      if c.mlp_bias:
+        yield (ours, "mlp", proj, "bias"), f"{hf}.mlp.{proj}.bias", "same"
+  yield ("final_norm", "scale"), "model.norm.weight", "same"
+  if not c.tie_embeddings:
+    yield ("lm_head",), "lm_head.weight", "same"
+
+
+def checkpoint_entries(config: TransformerConfig) -> list[_Entry]:
+  """The tensor map between our param tree and a Hugging Face state dict."""
+  entries = _gpt2_entries if config.model_type == "gpt2" else _llama_entries
+  return list(entries(config))
+
+
+class _TensorSource:
+  """The tensors of a checkpoint folder, by key, with the file each one lives in."""
+
+  def __init__(self, path: str):
+    index_path, single_path = os.path.join(path, _INDEX), os.path.join(path, _SINGLE)
+    if os.path.exists(index_path):
+      with open(index_path) as f:
+        weight_map = json.load(f).get("weight_map")
+      if not weight_map:
+        raise CheckpointError(f"{index_path}: key 'weight_map' is missing or empty")
+      self.files = {k: os.path.join(path, v) for k, v in weight_map.items()}
+    elif os.path.exists(single_path):
+      with safe_open(single_path, framework="np") as f:
+        self.files = {k: single_path for k in f.keys()}
+    else:
+      raise CheckpointError(f"{path}: no weights found (expected {_SINGLE} or {_INDEX})")
+    self.used: set[str] = set()
+    self._handles: dict[str, Any] = {}
+    prefixed = any(k.startswith(("transformer.", "model.")) for k in self.files)
+    keys = list(self.files)
+    self._alias = {} if prefixed else {f"transformer.{k}": k for k in keys}
+
+  def has(self, key: str) -> bool:
+    return self._alias.get(key, key) in self.files
+
+  def get(self, key: str) -> np.ndarray:
+    real = self._alias.get(key, key)
+    self.used.add(real)
+    if real not in self.files:
+      raise CheckpointError(f"missing tensor {key!r}: not in {sorted(set(self.files.values()))}")
+    file = self.files[real]
+    if not os.path.exists(file):
+      raise CheckpointError(f"{file}: file listed in {_INDEX} for key {real!r} does not exist")
+    if file not in self._handles:
+      self._handles[file] = safe_open(file, framework="np")
+    return self._handles[file].get_tensor(real)
+
+  def file_of(self, key: str) -> str:
+    return self.files.get(self._alias.get(key, key), "?")
+
+
+def _expected_shapes(config: TransformerConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+  from jaxalign.models.transformer import Transformer
+  tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+  shapes = jax.eval_shape(lambda t: Transformer(config).init(jax.random.key(0), t), tokens)
+  flat = jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
+  return {tuple(p.key for p in path): leaf.shape for path, leaf in flat}
+
+
+def _check_shape(src, key, got, want):
+  if tuple(got) != tuple(want):
+    raise CheckpointError(f"{src.file_of(key)}: tensor {key!r} has shape {tuple(got)}, "
+                          f"the config expects {tuple(want)}")
+
+
+def _read_entries(config, src, shapes) -> dict[tuple[str, ...], np.ndarray]:
+  flat = {}
+  for ours, key, layout in checkpoint_entries(config):
+    if layout == "fused_qkv":
+      width = config.embed_dim
+      for part in ("weight", "bias"):
+        tensor = src.get(f"{key}.{part}")
+        _check_shape(src, f"{key}.{part}", tensor.shape,
+                     (width, 3 * width) if part == "weight" else (3 * width,))
+        for proj, piece in zip(("q_proj", "k_proj", "v_proj"), np.split(tensor, 3, axis=-1)):
+          flat[ours[:-1] + (proj, "kernel" if part == "weight" else "bias")] = piece
+      continue
+    tensor = src.get(key)
+    if layout == "linear":
+      tensor = tensor.T
+    _check_shape(src, key, tensor.shape, shapes[ours])
+    flat[ours] = tensor
+  return flat
+
+
+def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
+  tree: dict = {}
+  for path, value in flat.items():
+    node = tree
+    for part in path[:-1]:
+      node = node.setdefault(part, {})
+    node[path[-1]] = value
+  return tree
+
+
+def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | None = None,
+                    **config_overrides) -> tuple[TransformerConfig, dict]:
+  """Loads a local Hugging Face checkpoint folder; returns ``(config, params)``.
+
+  Args:
+    path: folder with ``config.json`` and ``model.safetensors`` or a sharded
+      ``model.safetensors.index.json``. model_type gpt2, llama, mistral or qwen2.
+    dtype: the params' dtype (default float32); ``compute_dtype`` defaults to it.
+  """
+  config_path = os.path.join(path, "config.json")
+  if not os.path.exists(config_path):
+    raise CheckpointError(f"{config_path}: not found")
+  with open(config_path) as f:
+    try:
+      hf = json.load(f)
+    except json.JSONDecodeError as e:
+      raise CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+  dtype = dtype or "float32"
+  config = config_from_hf(hf, where=config_path, param_dtype=dtype,
+                          dtype=compute_dtype or dtype, **config_overrides)
+  src = _TensorSource(path)
+  flat = _read_entries(config, src, _expected_shapes(config))
+  unused = sorted(k for k in set(src.files) - src.used
+                  if not k.endswith(_IGNORED_SUFFIXES) and k != "lm_head.weight")
+  if unused:
+    log.warning("%s: %d tensors not used by a %s model: %s", path, len(unused),
+                config.model_type, ", ".join(unused[:8]))
+  np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+  params = _unflatten({k: jnp.asarray(v.astype(np_dtype)) for k, v in flat.items()})
+  return config, params
+
+
+def save_pretrained(config: TransformerConfig, params: dict, path: str) -> None:
+  """Writes ``config.json`` and ``model.safetensors`` that transformers loads back."""
+  os.makedirs(path, exist_ok=True)
+  flat = {tuple(p.key for p in kp): np.asarray(v)
+          for kp, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  tensors = {}
+  for ours, key, layout in checkpoint_entries(config):
+    if layout == "fused_qkv":
+      attn = ours[:-1]
+      for part, leaf in (("weight", "kernel"), ("bias", "bias")):
+        tensors[f"{key}.{part}"] = np.concatenate(
+            [flat[attn + (p, leaf)] for p in ("q_proj", "k_proj", "v_proj")], axis=-1)
+      continue
+    if ours not in flat:
+      raise KeyError(f"params have no entry {'/'.join(ours)} needed for {key!r}")
+    tensor = flat[ours]
+    tensors[key] = np.ascontiguousarray(tensor.T if layout == "linear" else tensor)
+  save_file(tensors, os.path.join(path, _SINGLE), metadata={"format": "pt"})
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config_to_hf(config), f, indent=2)

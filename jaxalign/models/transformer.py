@@ -1,0 +1,191 @@
+"""The decoder-only transformer (GPT-2 and Llama families) as Flax Linen modules.
+
+``Transformer(config).apply({"params": params}, tokens, attention_mask=..., positions=...,
+cache=...)`` returns logits ``[B, T, V]`` in float32, and ``(logits, cache)`` when a cache is
+passed. Positions derive from the mask (``cumsum(mask) - 1``), so left- and right-padded
+rows give the same logits at real tokens as unpadded ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxalign.models.cache import KVCache
+from jaxalign.models.config import TransformerConfig
+from jaxalign.models.rope import apply_rope, inverse_frequencies
+
+_NEG_INF = -1e30  # finite: a row with no visible key (a pad query) stays NaN-free
+_ACTIVATIONS = {
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "silu": jax.nn.silu,
+    "relu": jax.nn.relu,
+}
+_init = nn.initializers.normal(stddev=0.02)
+
+
+class Norm(nn.Module):
+  """LayerNorm or RMSNorm with statistics in float32."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    x32 = x.astype(jnp.float32)
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), cfg.weights_dtype)
+    if cfg.norm == "rmsnorm":
+      y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+      return scale.astype(cfg.compute_dtype) * y.astype(cfg.compute_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), cfg.weights_dtype)
+    centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    y = centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True)
+                                + cfg.norm_eps)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(cfg.compute_dtype)
+
+
+def _dense(cfg: TransformerConfig, features: int, use_bias: bool, name: str) -> nn.Dense:
+  return nn.Dense(features, use_bias=use_bias, dtype=cfg.compute_dtype,
+                  param_dtype=cfg.weights_dtype, kernel_init=_init, name=name)
+
+
+class Attention(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, positions, bias, layer_cache, index):
+    """x [B, T, D]; bias [B, 1, T, S]; layer_cache (k, v) each [B, K, S, H] or None."""
+    cfg = self.config
+    B, T, _ = x.shape
+    N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    q = _dense(cfg, N * H, cfg.qkv_bias, "q_proj")(x).reshape(B, T, N, H)
+    k = _dense(cfg, K * H, cfg.qkv_bias, "k_proj")(x).reshape(B, T, K, H)
+    v = _dense(cfg, K * H, cfg.qkv_bias, "v_proj")(x).reshape(B, T, K, H)
+    if cfg.positions == "rope":
+      inv_freq = inverse_frequencies(H, cfg.rope_theta, cfg.rope_scaling)
+      q = apply_rope(q, positions, inv_freq)
+      k = apply_rope(k, positions, inv_freq)
+    k = k.transpose(0, 2, 1, 3)  # [B, K, T, H]
+    v = v.transpose(0, 2, 1, 3)  # [B, K, T, H]
+    if layer_cache is not None:
+      cache_k, cache_v = layer_cache
+      k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, index, 0))
+      v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
+    new_cache = (k, v)
+    q = q.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+    scores = jnp.einsum("BKGTH,BKSH->BKGTS", q, k.astype(q.dtype),
+                        preferred_element_type=jnp.float32) * (H ** -0.5)
+    scores = scores + bias[:, :, None]  # bias [B, 1, 1, T, S]
+    probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
+    out = jnp.einsum("BKGTS,BKSH->BKGTH", probs, v.astype(cfg.compute_dtype))
+    out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, N * H)  # [B, T, N*H]
+    return _dense(cfg, cfg.embed_dim, cfg.out_bias, "o_proj")(out), new_cache
+
+
+class Mlp(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    act = _ACTIVATIONS[cfg.activation]
+    if cfg.gated_mlp:
+      gate = _dense(cfg, cfg.mlp_dim, cfg.mlp_bias, "gate_proj")(x)
+      up = _dense(cfg, cfg.mlp_dim, cfg.mlp_bias, "up_proj")(x)
+      return _dense(cfg, cfg.embed_dim, cfg.mlp_bias, "down_proj")(act(gate) * up)
+    hidden = act(_dense(cfg, cfg.mlp_dim, cfg.mlp_bias, "up_proj")(x))
+    return _dense(cfg, cfg.embed_dim, cfg.mlp_bias, "down_proj")(hidden)
+
+
+class Block(nn.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, positions, bias, layer_cache, index):
+    attn_out, new_cache = Attention(self.config, name="attn")(
+        Norm(self.config, name="attn_norm")(x), positions, bias, layer_cache, index)
+    x = x + attn_out
+    x = x + Mlp(self.config, name="mlp")(Norm(self.config, name="mlp_norm")(x))
+    return x, new_cache
+
+
+def positions_from_mask(attention_mask: jax.Array, offset=None) -> jax.Array:
+  """``cumsum(mask) - 1`` clipped at 0, shifted by ``offset`` [B] real tokens before."""
+  positions = jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1
+  if offset is not None:
+    positions = positions + offset[:, None]
+  return jnp.maximum(positions, 0)
+
+
+def attention_bias(query_slots, key_mask, sliding_window=None):
+  """Additive bias [B, 1, T, S]: key slot j is visible to query slot i iff j <= i and real."""
+  key_slots = jnp.arange(key_mask.shape[1])
+  visible = key_slots[None, :] <= query_slots[:, None]  # [T, S]
+  if sliding_window is not None:
+    visible &= query_slots[:, None] - key_slots[None, :] < sliding_window
+  visible = visible[None, :, :] & (key_mask[:, None, :] > 0)  # [B, T, S]
+  return jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)[:, None]
+
+
+class Transformer(nn.Module):
+  """Decoder-only LM. ``output="hidden"`` drops the LM head (for reward / value models)."""
+
+  config: TransformerConfig
+  output: str = "logits"
+
+  @nn.compact
+  def __call__(self, tokens, attention_mask=None, positions=None, cache: KVCache | None = None,
+               return_hidden: bool = False) -> Any:
+    cfg = self.config
+    B, T = tokens.shape
+    if attention_mask is None:
+      attention_mask = jnp.ones((B, T), jnp.int32)
+    attention_mask = attention_mask.astype(jnp.int32)
+    embed = self.param("embed", _init, (cfg.vocab_size, cfg.embed_dim), cfg.weights_dtype)
+    if cache is None:
+      index, key_mask = 0, attention_mask
+      if positions is None:
+        positions = positions_from_mask(attention_mask)
+    else:
+      index = cache.index
+      key_mask = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, index))
+      if positions is None:
+        positions = positions_from_mask(attention_mask, cache.lengths)
+    x = jnp.take(embed, tokens, axis=0).astype(cfg.compute_dtype)  # [B, T, D]
+    if cfg.positions == "learned":
+      pos_embed = self.param("pos_embed", nn.initializers.normal(0.01),
+                             (cfg.max_seq_len, cfg.embed_dim), cfg.weights_dtype)
+      x = x + jnp.take(pos_embed, positions, axis=0).astype(cfg.compute_dtype)
+    bias = attention_bias(index + jnp.arange(T), key_mask, cfg.sliding_window)
+    block_cls = nn.remat(Block) if cfg.remat else Block
+    new_keys, new_values = [], []
+    for i in range(cfg.num_layers):
+      layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+      x, (k, v) = block_cls(cfg, name=f"layers_{i}")(x, positions, bias, layer_cache, index)
+      new_keys.append(k)
+      new_values.append(v)
+    hidden = Norm(cfg, name="final_norm")(x)  # [B, T, D]
+    out = hidden if self.output == "hidden" else self._logits(hidden, embed)
+    if return_hidden and self.output != "hidden":
+      out = (out, hidden)
+    if cache is None:
+      return out
+    new_cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), mask=key_mask,
+                        lengths=cache.lengths + attention_mask.sum(axis=1),
+                        index=cache.index + T)
+    return out, new_cache
+
+  def _logits(self, hidden, embed):
+    cfg = self.config
+    if cfg.tie_embeddings:
+      weight = embed.astype(cfg.compute_dtype)  # [V, D]
+    else:
+      weight = self.param("lm_head", _init, (cfg.vocab_size, cfg.embed_dim),
+                          cfg.weights_dtype).astype(cfg.compute_dtype)
+    return jnp.einsum("BTD,VD->BTV", hidden, weight, preferred_element_type=jnp.float32)

@@ -1,0 +1,32 @@
+"""Shared test setup: offline Hugging Face, a persistent JAX compilation cache, and tiny
+random-weight reference models built with transformers and saved to a temp dir."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+_CACHE = os.environ.get("JAXALIGN_TEST_CACHE",
+                        os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+from tests import hf_reference  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def hf_model_dirs(tmp_path_factory):
+  """{family: folder} of tiny random HF checkpoints (gpt2, llama, qwen2, mistral)."""
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  root = tmp_path_factory.mktemp("hf_models")
+  return {name: hf_reference.build_and_save(name, str(root / name))
+          for name in hf_reference.FAMILIES}
