@@ -1,0 +1,148 @@
+"""The compiled sampler: one prefill pass, then a ``lax.scan`` decode loop with a KV cache.
+
+Everything from the prefill to the last token is one jitted program per (batch, prompt
+length, budget, static settings), running on the same params the trainer holds. The scan
+carries the cache, the rng and a done mask; rows that emitted EOS emit ``pad_id`` after it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxalign.models import Transformer, TransformerConfig, init_cache
+from jaxalign.sampling.filters import sampling_logits
+
+
+@flax.struct.dataclass
+class SampleOutput:
+  """What ``generate`` returns. All arrays have ``T_new = max_new_tokens`` columns.
+
+  tokens:             [B, T_new] new tokens; ``pad_id`` after a row's EOS.
+  logprobs:           [B, T_new] log-prob of each token under the raw policy (temperature 1).
+  tempered_logprobs:  [B, T_new] under softmax(logits / T): what PPO's ratio recomputes.
+  sampling_logprobs:  [B, T_new] under the distribution sampled from (after top-k / top-p).
+  response_mask:      [B, T_new] 1 on real tokens up to and including the first EOS.
+  lengths:            [B] number of real new tokens.
+  sequence:           [B, P + T_new] prompt then response (None unless asked for).
+  sequence_mask:      [B, P + T_new] attention mask of ``sequence``.
+  All log-probs are 0 where ``response_mask`` is 0.
+  """
+
+  tokens: jax.Array
+  logprobs: jax.Array
+  tempered_logprobs: jax.Array
+  sampling_logprobs: jax.Array
+  response_mask: jax.Array
+  lengths: jax.Array
+  sequence: jax.Array | None = None
+  sequence_mask: jax.Array | None = None
+
+
+def _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperature, top_k,
+                  top_p):
+  if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_mask.shape:
+    raise ValueError(f"prompt_tokens {prompt_tokens.shape} and prompt_mask "
+                     f"{prompt_mask.shape} must both be [B, P]")
+  P = prompt_tokens.shape[1]
+  if P > config.max_seq_len:
+    raise ValueError(f"prompt length {P} exceeds the model's context "
+                     f"max_seq_len={config.max_seq_len}")
+  if max_new_tokens < 1 or P + max_new_tokens > config.max_seq_len:
+    raise ValueError(f"max_new_tokens={max_new_tokens} with prompt length {P} needs "
+                     f"{P + max_new_tokens} positions; the model has {config.max_seq_len}")
+  if temperature < 0:
+    raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+  if top_k < 0:
+    raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+  if not 0 < top_p <= 1:
+    raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+  if not isinstance(prompt_mask, jax.core.Tracer):
+    mask = np.asarray(prompt_mask)
+    bad = np.nonzero(np.any(np.diff(mask.astype(np.int32), axis=1) < 0, axis=1))[0]
+    if bad.size:
+      raise ValueError(f"prompt_mask is not left-padded (padding must come first) in rows "
+                       f"{bad[:8].tolist()}")
+    empty = np.nonzero(mask.sum(axis=1) == 0)[0]
+    if empty.size:
+      raise ValueError(f"prompt rows {empty[:8].tolist()} have no real token")
+
+
+def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng, *,
+             max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, eos_id: int | None = None, pad_id: int = 0,
+             return_sequence: bool = False) -> SampleOutput:
+  """Samples ``max_new_tokens`` tokens after left-padded prompts.
+
+  Args:
+    config, params: the policy (params in f32 or bf16, possibly sharded over a mesh).
+    prompt_tokens: [B, P] int, left-padded. prompt_mask: [B, P], 1 on real tokens.
+    rng: a PRNG key; the same key gives the same output.
+    temperature: 0 means greedy. top_k: 0 = off. top_p: 1 = off.
+    eos_id: a row stops after emitting it (None: never stops early).
+  """
+  _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperature, top_k, top_p)
+  greedy = temperature == 0
+  return _generate(config, params, jnp.asarray(prompt_tokens, jnp.int32),
+                   jnp.asarray(prompt_mask, jnp.int32), rng,
+                   jnp.float32(1.0 if greedy else temperature), jnp.float32(top_p),
+                   max_new_tokens=max_new_tokens, greedy=greedy, top_k=int(top_k),
+                   use_top_p=top_p < 1.0, eos_id=eos_id, pad_id=int(pad_id),
+                   return_sequence=return_sequence)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "config", "max_new_tokens", "greedy", "top_k", "use_top_p", "eos_id", "pad_id",
+    "return_sequence"))
+def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_p, *,
+              max_new_tokens, greedy, top_k, use_top_p, eos_id, pad_id, return_sequence):
+  model = Transformer(config)
+  B, P = prompt_tokens.shape
+  cache = init_cache(config, B, P + max_new_tokens - 1)
+  logits, cache = model.apply({"params": params}, prompt_tokens, attention_mask=prompt_mask,
+                              cache=cache)
+
+  def choose(logits_bv, key, done):
+    raw = jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1)  # [B, V]
+    if greedy:
+      token = jnp.argmax(raw, axis=-1)
+      tempered = sampled = raw
+    else:
+      tempered = jax.nn.log_softmax(logits_bv.astype(jnp.float32) / temperature, axis=-1)
+      sampled = jax.nn.log_softmax(
+          sampling_logits(logits_bv, temperature, top_k, top_p, use_top_p), axis=-1)
+      token = jax.random.categorical(key, sampled, axis=-1)
+    token = jnp.where(done, pad_id, token).astype(jnp.int32)
+    live = (~done).astype(jnp.float32)
+    pick = lambda lp: jnp.take_along_axis(lp, token[:, None], axis=-1)[:, 0] * live
+    now_done = done if eos_id is None else done | (token == eos_id)
+    return token, (pick(raw), pick(tempered), pick(sampled), live), now_done
+
+  def step(carry, key):
+    cache, last_logits, done = carry
+    token, record, done_after = choose(last_logits, key, done)
+    logits, cache = model.apply({"params": params}, token[:, None],
+                                attention_mask=(~done)[:, None].astype(jnp.int32),
+                                cache=cache)
+    return (cache, logits[:, -1], done_after), (token, record)
+
+  keys = jax.random.split(rng, max_new_tokens)
+  done = jnp.zeros((B,), bool)
+  (_, last_logits, done), (tokens, records) = jax.lax.scan(
+      step, (cache, logits[:, -1], done), keys[:-1])
+  last_token, last_record, _ = choose(last_logits, keys[-1], done)
+  tokens = jnp.concatenate([tokens, last_token[None]], axis=0).T  # [B, T_new]
+  logps, tempered, sampled, live = (
+      jnp.concatenate([r, l[None]], axis=0).T for r, l in zip(records, last_record))
+  response_mask = live.astype(jnp.int32)
+  out = SampleOutput(tokens=tokens, logprobs=logps, tempered_logprobs=tempered,
+                     sampling_logprobs=sampled, response_mask=response_mask,
+                     lengths=response_mask.sum(axis=1))
+  if return_sequence:
+    out = out.replace(sequence=jnp.concatenate([prompt_tokens, tokens], axis=1),
+                      sequence_mask=jnp.concatenate([prompt_mask, response_mask], axis=1))
+  return out
