@@ -1,0 +1,84 @@
+"""Composing losses: a weighted sum of loss terms is itself a loss term.
+
+A *loss term* is a callable ``quantities -> (loss, metrics)`` where ``quantities`` is a dict of
+named arrays (a "batch of quantities": sequence log-probs, masks, rewards...). ``term`` turns
+any loss function of this package into one; ``weighted_sum`` adds terms and prefixes their
+metrics. RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization", arXiv
+2404.19733: DPO plus ``alpha`` times the NLL of the chosen response) in one line::
+
+  rpo = weighted_sum({
+      "dpo": term(dpo_loss, beta=0.1),
+      "nll": (alpha, term(sft_loss, rename={"token_logps": "chosen_token_logps",
+                                            "loss_mask": "chosen_loss_mask"})),
+  })
+  loss, metrics = rpo({"chosen_logps": ..., "rejected_logps": ..., "ref_chosen_logps": ...,
+                       "ref_rejected_logps": ..., "chosen_token_logps": ...,
+                       "chosen_loss_mask": ...})
+  # metrics: "loss", "dpo/loss", "dpo/rewards/chosen", ..., "nll/loss", "nll/nll", ...
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping
+
+import jax
+
+Quantities = Mapping[str, Any]
+LossTerm = Callable[[Quantities], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def term(loss_fn: Callable, /, rename: Mapping[str, str | None] | None = None,
+         **knobs) -> LossTerm:
+  """A loss term calling ``loss_fn`` with arguments looked up by name in the quantities.
+
+  Args:
+    loss_fn: a loss of this package (or any function returning ``(loss, metrics)``).
+    rename: argument name -> quantity name, for arguments whose quantity has another name;
+      ``None`` never binds that argument from the quantities (it keeps its default).
+    **knobs: fixed keyword arguments (``beta=0.1``...); they win over the quantities.
+
+  Every other parameter of ``loss_fn`` present in the quantities under its own name is bound
+  (``weights`` and ``denominator`` included: use ``rename`` when two terms need different ones).
+  """
+  rename = dict(rename or {})
+  parameters = list(inspect.signature(loss_fn).parameters)
+  unknown = set(rename) - set(parameters)
+  if unknown:
+    raise TypeError(f"rename names arguments {sorted(unknown)} that {loss_fn} does not take")
+
+  def loss_term(quantities: Quantities):
+    kwargs = {}
+    for name in parameters:
+      key = rename.get(name, name)
+      if name in knobs or key is None:
+        continue
+      if key in quantities:
+        kwargs[name] = quantities[key]
+      elif name in rename:
+        raise KeyError(f"quantity {key!r} (for argument {name!r}) is missing")
+    return loss_fn(**kwargs, **knobs)
+
+  return loss_term
+
+
+def weighted_sum(terms: Mapping[str, LossTerm | tuple[Any, LossTerm]]) -> LossTerm:
+  """``sum_i w_i L_i`` as a loss term; metrics ``name/metric`` per term, ``name/loss``, ``loss``.
+
+  ``terms`` maps a name to a term (weight 1) or to ``(weight, term)``; weights may be arrays
+  (a schedule). Sums nest: a ``weighted_sum`` is a term, its metrics get a further prefix.
+  """
+  weighted = {name: value if isinstance(value, tuple) else (1.0, value)
+              for name, value in terms.items()}
+
+  def loss_term(quantities: Quantities):
+    total, metrics = 0.0, {}
+    for name, (weight, loss_fn) in weighted.items():
+      loss, term_metrics = loss_fn(quantities)
+      total = total + weight * loss
+      metrics[f"{name}/loss"] = jax.lax.stop_gradient(loss)
+      metrics.update({f"{name}/{key}": value for key, value in term_metrics.items()})
+    metrics["loss"] = jax.lax.stop_gradient(total)
+    return total, metrics
+
+  return loss_term

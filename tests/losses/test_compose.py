@@ -1,0 +1,64 @@
+"""Loss composition: RPO = DPO + alpha * NLL(chosen) as a one-line weighted sum."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxalign.losses import dpo_loss, ipo_loss, sft_loss, term, weighted_sum
+
+QUANTITIES = {
+    "chosen_logps": jnp.array([-10.0, -5.0]), "rejected_logps": jnp.array([-12.0, -4.0]),
+    "ref_chosen_logps": jnp.array([-11.0, -5.0]), "ref_rejected_logps": jnp.array([-11.0, -5.0]),
+    "chosen_token_logps": jnp.array([[0.0, -1.0, -2.0, -50.0], [0.0, -0.5, -70.0, -70.0]]),
+    "chosen_loss_mask": jnp.array([[0, 1, 1, 0], [0, 1, 0, 0]]),
+}
+NLL_NAMES = {"token_logps": "chosen_token_logps", "loss_mask": "chosen_loss_mask"}
+
+
+def test_rpo_is_dpo_plus_alpha_nll():
+  rpo = weighted_sum({"dpo": term(dpo_loss, beta=0.1),
+                      "nll": (0.5, term(sft_loss, rename=NLL_NAMES))})
+  loss, metrics = jax.jit(rpo)(QUANTITIES)
+  # DPO 0.6712677647 (see test_dpo_family) + 0.5 * NLL 7/6 = 1.2546010981
+  np.testing.assert_allclose(loss, 0.6712677647275813 + 0.5 * 7 / 6, rtol=1e-6)
+  np.testing.assert_allclose(metrics["loss"], loss)
+  np.testing.assert_allclose(metrics["dpo/loss"], 0.6712677647275813, rtol=1e-6)
+  np.testing.assert_allclose(metrics["nll/nll"], 7 / 6, rtol=1e-6)
+  np.testing.assert_allclose(metrics["dpo/rewards/margins"], 0.05, rtol=1e-6)
+  assert "dpo/rewards/accuracies" in metrics and "nll/num_tokens" in metrics
+
+
+def test_gradient_of_a_sum_is_the_sum_of_gradients():
+  rpo = weighted_sum({"dpo": term(dpo_loss, beta=0.1),
+                      "nll": (0.5, term(sft_loss, rename=NLL_NAMES))})
+  floats = {name: value for name, value in QUANTITIES.items() if name != "chosen_loss_mask"}
+  mask = {"chosen_loss_mask": QUANTITIES["chosen_loss_mask"]}
+  grad = jax.grad(lambda q: rpo({**q, **mask})[0])(floats)
+  dpo_grad = jax.grad(lambda c: dpo_loss(c, QUANTITIES["rejected_logps"],
+                                         QUANTITIES["ref_chosen_logps"],
+                                         QUANTITIES["ref_rejected_logps"])[0])
+  np.testing.assert_allclose(grad["chosen_logps"], dpo_grad(QUANTITIES["chosen_logps"]),
+                             rtol=1e-6)
+  # d(0.5 * NLL)/d logp = -0.5 / 3 on each of the 3 scored tokens
+  np.testing.assert_allclose(grad["chosen_token_logps"],
+                             -0.5 / 3 * QUANTITIES["chosen_loss_mask"], rtol=1e-6)
+
+
+def test_nesting_prefixes_and_knobs_win():
+  inner = weighted_sum({"ipo": term(ipo_loss, beta=0.1)})
+  outer = weighted_sum({"pref": (2.0, inner)})
+  loss, metrics = outer(QUANTITIES)
+  np.testing.assert_allclose(loss, 2 * 22.5, rtol=1e-6)  # IPO 22.5 (see test_dpo_family)
+  np.testing.assert_allclose(metrics["pref/ipo/loss"], 22.5, rtol=1e-6)
+  # a knob overrides a same-named quantity; rename=None leaves the argument at its default
+  loss, _ = term(dpo_loss, rename={"ref_chosen_logps": None, "ref_rejected_logps": None},
+                 reference_free=True)(QUANTITIES)
+  np.testing.assert_allclose(loss, 0.6712677647275813, rtol=1e-6)
+
+
+def test_missing_and_unknown_names_fail_loudly():
+  with pytest.raises(TypeError):
+    term(sft_loss, rename={"tokens": "x"})
+  with pytest.raises(KeyError):
+    term(sft_loss, rename={"token_logps": "absent"})(QUANTITIES)
