@@ -9,12 +9,13 @@ from jaxalign.models.heads import (PolicyValueModel, RewardModel, ScalarHead, Va
 from jaxalign.models.hf_checkpoint import load_pretrained, save_pretrained
 from jaxalign.models.hf_config import CheckpointError, config_from_hf, config_to_hf
 from jaxalign.models.init import count_params, init_params
+from jaxalign.models.params_io import load_model, save_model
 from jaxalign.models.transformer import Transformer, positions_from_mask
 
 __all__ = [
     "CheckpointError", "KVCache", "PolicyValueModel", "RewardModel", "RopeScaling",
     "ScalarHead", "Transformer", "TransformerConfig", "ValueModel", "config_from_hf",
     "config_to_hf", "count_params", "gpt2_config", "init_cache", "init_params",
-    "last_token_index", "llama_config", "load_pretrained", "positions_from_mask",
-    "save_pretrained", "tiny_gpt2", "tiny_llama",
+    "last_token_index", "llama_config", "load_model", "load_pretrained", "positions_from_mask",
+    "save_model", "save_pretrained", "tiny_gpt2", "tiny_llama",
 ]

@@ -1,0 +1,8 @@
+"""Run configuration: dataclasses, YAML/JSON loading, --set overrides."""
+
+from jaxalign.config.loading import (ConfigError, from_dict, load_config, parse_override,
+                                     save_config, to_dict, valid_keys)
+from jaxalign.config.schema import DataSpec, LossSpec, ModelSpec, RunConfig
+
+__all__ = ["ConfigError", "DataSpec", "LossSpec", "ModelSpec", "RunConfig", "from_dict",
+           "load_config", "parse_override", "save_config", "to_dict", "valid_keys"]

@@ -1,0 +1,70 @@
+"""Model passes the trainers need: per-token log-probs (with the LM head applied in chunks,
+never materialising [B, T, V] logits for the backward pass) and reward-model scores."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxalign.models import RewardModel, Transformer, TransformerConfig
+
+
+def lm_head_weight(config: TransformerConfig, params) -> jax.Array:
+  """The [V, D] output projection (the embedding when tied)."""
+  return params["embed"] if config.tie_embeddings else params["lm_head"]
+
+
+def _chunk_logps(hidden, weight, targets, temperature):
+  """log softmax(hidden @ weight^T / T)[targets] for one chunk.  # [B, C]"""
+  logits = jnp.einsum("BCD,VD->BCV", hidden, weight.astype(hidden.dtype),
+                      preferred_element_type=jnp.float32) / temperature
+  target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  return target_logits - jax.nn.logsumexp(logits, axis=-1)
+
+
+def hidden_token_logprobs(hidden, weight, targets, temperature: float = 1.0,
+                          chunk_size: int | None = 128) -> jax.Array:
+  """Log-probs of ``targets [B, T]`` from ``hidden [B, T, D]`` at the same positions.
+
+  The LM head runs chunk by chunk along T under ``jax.checkpoint``: the backward pass
+  recomputes one chunk's logits at a time, so memory is O(B * chunk * V), not O(B * T * V).
+  """
+  B, T, _ = hidden.shape
+  if not chunk_size or chunk_size >= T:
+    return _chunk_logps(hidden, weight, targets, temperature)
+  pad = -T % chunk_size
+  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+  targets = jnp.pad(targets, ((0, 0), (0, pad)))
+  n = (T + pad) // chunk_size
+  hidden_c = hidden.reshape(B, n, chunk_size, -1).swapaxes(0, 1)  # [n, B, C, D]
+  targets_c = targets.reshape(B, n, chunk_size).swapaxes(0, 1)    # [n, B, C]
+  chunk_fn = jax.checkpoint(lambda h, t: _chunk_logps(h, weight, t, temperature))
+  out = jax.lax.map(lambda args: chunk_fn(*args), (hidden_c, targets_c))  # [n, B, C]
+  return out.swapaxes(0, 1).reshape(B, T + pad)[:, :T]
+
+
+def token_logprobs(config: TransformerConfig, params, tokens, attention_mask,
+                   temperature: float = 1.0, chunk_size: int | None = 128) -> jax.Array:
+  """Shifted per-token log-probs ``[B, T]``: column t scores ``tokens[:, t]`` from position
+  t - 1; column 0 is 0. Float32 whatever the params' dtype."""
+  hidden = Transformer(config, output="hidden").apply(
+      {"params": params}, tokens, attention_mask=attention_mask)  # [B, T, D]
+  logps = hidden_token_logprobs(hidden[:, :-1], lm_head_weight(config, params), tokens[:, 1:],
+                                temperature, chunk_size)
+  return jnp.pad(logps, ((0, 0), (1, 0)))
+
+
+def reward_scores(config: TransformerConfig, params, tokens, attention_mask) -> jax.Array:
+  """Reward-model scores ``[B]`` at each row's last real token."""
+  return RewardModel(config).apply({"params": params}, tokens, attention_mask)
+
+
+def pad_to_length(x: jax.Array, length: int) -> jax.Array:
+  """Right-pads the time axis (axis 1) with zeros up to ``length``."""
+  return jnp.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+
+
+def concat_pairs(chosen, rejected) -> jax.Array:
+  """Stacks chosen rows over rejected rows ([2B, T]), padding both to one length."""
+  length = max(chosen.shape[1], rejected.shape[1])
+  return jnp.concatenate([pad_to_length(chosen, length), pad_to_length(rejected, length)])

@@ -1,0 +1,157 @@
+"""Objectives: what one step optimises, as pure functions of (params, batch).
+
+An objective has ``denominators(batch)`` (global counts, computed once over the whole batch
+before it is split into micro-batches) and ``loss(params, ref_params, batch, denominators)``
+returning ``(loss, metrics)``; summing the losses and metrics of micro-batches gives those of
+the whole batch, because every mean divides by the global count.
+
+Batches are dicts of arrays (``as_arrays`` turns the data module's dataclasses into one):
+- SFT: ``tokens, attention_mask, loss_mask`` [B, T].
+- pairs (RM, DPO family): ``chosen_tokens, chosen_attention_mask, chosen_loss_mask`` and the
+  same for ``rejected_*`` [B, T]; optional ``weights`` [B]; optional cached reference
+  log-probs ``ref_chosen_logps, ref_rejected_logps`` [B].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxalign.losses import LossTerm, bradley_terry_loss, sft_loss
+from jaxalign.models import TransformerConfig
+from jaxalign.ops import masked_count, sequence_logprobs
+from jaxalign.training.forward import concat_pairs, reward_scores, token_logprobs
+
+Batch = dict[str, jax.Array]
+
+
+def as_arrays(batch: Any) -> Batch:
+  """A dict of the batch's array fields (dataclass, flax struct or mapping)."""
+  if isinstance(batch, dict):
+    items = batch.items()
+  elif dataclasses.is_dataclass(batch):
+    items = ((f.name, getattr(batch, f.name)) for f in dataclasses.fields(batch))
+  else:
+    raise TypeError(f"cannot read a batch of type {type(batch).__name__}")
+  return {k: v for k, v in items if v is not None and hasattr(v, "shape")}
+
+
+def _pair_count(batch: Batch) -> jax.Array:
+  weights = batch.get("weights")
+  if weights is None:
+    return jnp.float32(batch["chosen_tokens"].shape[0])
+  return jnp.maximum(jnp.sum(weights.astype(jnp.float32)), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTObjective:
+  """Token-level NLL on response tokens (``loss_mask``)."""
+
+  config: TransformerConfig
+  chunk_size: int | None = 128
+  needs_reference = False
+
+  def denominators(self, batch: Batch) -> Batch:
+    return {"tokens": jnp.maximum(masked_count(batch["loss_mask"]), 1.0)}
+
+  def loss(self, params, ref_params, batch: Batch, denominators: Batch):
+    logps = token_logprobs(self.config, params, batch["tokens"], batch["attention_mask"],
+                           chunk_size=self.chunk_size)
+    return sft_loss(logps, batch["loss_mask"], denominator=denominators["tokens"])
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelObjective:
+  """Bradley-Terry on RewardModel scores; chosen and rejected in one forward pass."""
+
+  config: TransformerConfig
+  center_rewards_coefficient: float | None = None
+  needs_reference = False
+
+  def denominators(self, batch: Batch) -> Batch:
+    return {"pairs": _pair_count(batch)}
+
+  def loss(self, params, ref_params, batch: Batch, denominators: Batch):
+    B = batch["chosen_tokens"].shape[0]
+    scores = reward_scores(self.config, params,
+                           concat_pairs(batch["chosen_tokens"], batch["rejected_tokens"]),
+                           concat_pairs(batch["chosen_attention_mask"],
+                                        batch["rejected_attention_mask"]))
+    return bradley_terry_loss(scores[:B], scores[B:], batch.get("margin"),
+                              center_rewards_coefficient=self.center_rewards_coefficient,
+                              weights=batch.get("weights"), denominator=denominators["pairs"])
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceObjective:
+  """Any loss of the DPO family (or a weighted sum) on one concatenated chosen+rejected pass.
+
+  ``loss_term`` reads these quantities by name (see ``jaxalign.losses.term``):
+  ``chosen_logps, rejected_logps`` (summed, or length-normalised when ``average_logps``),
+  ``ref_chosen_logps, ref_rejected_logps`` (same normalisation), ``chosen_lengths,
+  rejected_lengths``, ``chosen_token_logps, chosen_loss_mask``, ``nll_loss`` (token-level NLL
+  of the chosen responses over the global batch), ``weights``, ``denominator`` (global pair
+  count) and ``chosen_token_denominator``.
+  """
+
+  config: TransformerConfig
+  loss_term: LossTerm
+  average_logps: bool = False
+  needs_reference: bool = True
+  chunk_size: int | None = 128
+
+  def denominators(self, batch: Batch) -> Batch:
+    return {"pairs": _pair_count(batch),
+            "chosen_tokens": jnp.maximum(masked_count(batch["chosen_loss_mask"]), 1.0)}
+
+  def sequence_logps(self, params, batch: Batch):
+    """(chosen, rejected) sequence log-probs and the per-token ones, one forward pass."""
+    B = batch["chosen_tokens"].shape[0]
+    tokens = concat_pairs(batch["chosen_tokens"], batch["rejected_tokens"])
+    mask = concat_pairs(batch["chosen_loss_mask"], batch["rejected_loss_mask"])
+    attention = concat_pairs(batch["chosen_attention_mask"], batch["rejected_attention_mask"])
+    token_logps = token_logprobs(self.config, params, tokens, attention,
+                                 chunk_size=self.chunk_size)  # [2B, T]
+    seq = sequence_logprobs(token_logps, mask, average=self.average_logps)  # [2B]
+    return seq[:B], seq[B:], token_logps[:B], mask[:B]
+
+  def reference_logps(self, ref_params, batch: Batch):
+    if "ref_chosen_logps" in batch:
+      return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+    if ref_params is None:
+      return None, None
+    chosen, rejected, _, _ = self.sequence_logps(ref_params, batch)
+    return jax.lax.stop_gradient(chosen), jax.lax.stop_gradient(rejected)
+
+  def loss(self, params, ref_params, batch: Batch, denominators: Batch):
+    chosen, rejected, chosen_token_logps, chosen_mask = self.sequence_logps(params, batch)
+    ref_chosen, ref_rejected = self.reference_logps(ref_params, batch)
+    if self.needs_reference and ref_chosen is None:
+      raise ValueError("this loss needs reference log-probs: give the state ref_params or "
+                       "the batch ref_chosen_logps / ref_rejected_logps")
+    nll = -jnp.sum(chosen_token_logps * chosen_mask) / denominators["chosen_tokens"]
+    quantities = {
+        "chosen_logps": chosen, "rejected_logps": rejected,
+        "ref_chosen_logps": ref_chosen, "ref_rejected_logps": ref_rejected,
+        "chosen_lengths": masked_count(batch["chosen_loss_mask"], axis=1),
+        "rejected_lengths": masked_count(batch["rejected_loss_mask"], axis=1),
+        "chosen_token_logps": chosen_token_logps, "chosen_loss_mask": chosen_mask,
+        "nll_loss": nll, "denominator": denominators["pairs"],
+        "chosen_token_denominator": denominators["chosen_tokens"],
+    }
+    if "weights" in batch:
+      quantities["weights"] = batch["weights"]
+    return self.loss_term({k: v for k, v in quantities.items() if v is not None})
+
+
+def reference_logps_fn(objective: PreferenceObjective) -> Callable:
+  """A jitted ``(ref_params, batch) -> (ref_chosen_logps, ref_rejected_logps)`` for caching
+  the reference once over a dataset (offline DPO then needs no reference pass per step)."""
+  @jax.jit
+  def compute(ref_params, batch):
+    chosen, rejected, _, _ = objective.sequence_logps(ref_params, batch)
+    return chosen, rejected
+  return compute

@@ -1,0 +1,183 @@
+"""``run_training(config)``: one offline run (SFT, reward model or DPO family) end to end.
+
+Writes under ``config.output_dir``: ``config.yaml`` (resolved), ``metrics.jsonl`` and
+TensorBoard events, ``checkpoints/`` (resumed from automatically), ``model/`` (the final
+params, ``jaxalign.models.load_model``), ``eval.json`` and ``data_report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxalign import data as D
+from jaxalign.checkpoint import Checkpointer
+from jaxalign.config import RunConfig, save_config
+from jaxalign.models import RewardModel, ScalarHead, count_params, save_model
+from jaxalign.parallel import initialize_distributed, is_main_process, make_mesh, shard_batch, shard_params
+from jaxalign.training import setup
+from jaxalign.training.loop import Throughput, fit
+from jaxalign.training.metrics_log import MetricsLogger, to_floats
+from jaxalign.training.objectives import (PreferenceObjective, RewardModelObjective,
+                                          SFTObjective, reference_logps_fn)
+from jaxalign.training.optim import make_optimizer
+from jaxalign.training.preference_losses import preference_loss
+from jaxalign.training.state import TrainState
+from jaxalign.training.step import make_eval_step, make_train_step
+
+_LOSS_KNOBS = {"cdpo": ("label_smoothing",), "robust": ("label_smoothing",),
+               "simpo": ("gamma",), "rpo": ("alpha",)}
+
+
+def make_objective(run: RunConfig, config):
+  if run.task == "sft":
+    return SFTObjective(config)
+  if run.task == "rm":
+    return RewardModelObjective(config)
+  knobs = {k: getattr(run.loss, k) for k in _LOSS_KNOBS.get(run.loss.name, ())}
+  spec = preference_loss(run.loss.name, beta=run.loss.beta, **knobs)
+  return PreferenceObjective(config, spec.loss_term, average_logps=spec.average_logps,
+                             needs_reference=spec.needs_reference)
+
+
+def reward_model_params(config, policy_params, seed: int) -> dict:
+  """A reward model on the policy's backbone (LM head dropped) with a fresh score head."""
+  backbone = {k: v for k, v in policy_params.items() if k != "lm_head"}
+  head = ScalarHead().init(jax.random.PRNGKey(seed), jnp.zeros((1, config.embed_dim)))
+  return {"backbone": backbone, "score": head["params"]}
+
+
+class CachedReference:
+  """Rows plus reference log-probs computed once, attached to every batch they yield."""
+
+  def __init__(self, rows, chosen: np.ndarray, rejected: np.ndarray):
+    self.rows, self.chosen, self.rejected = rows, chosen, rejected
+    self.max_length = rows.max_length
+
+  def __len__(self):
+    return len(self.rows)
+
+  def lengths(self):
+    return self.rows.lengths()
+
+  def batch(self, indices, length):
+    arrays = setup.batch_arrays(self.rows.batch(indices, length))
+    return dict(arrays, ref_chosen_logps=self.chosen[indices],
+                ref_rejected_logps=self.rejected[indices])
+
+
+def precompute_reference(objective, ref_params, rows, batch_size: int, mesh) -> CachedReference:
+  compute = reference_logps_fn(objective)
+  chosen, rejected = [], []
+  for start in range(0, len(rows), batch_size):
+    indices = np.arange(start, min(start + batch_size, len(rows)))
+    padded = np.resize(indices, batch_size)  # static shape; extra rows dropped below
+    batch = shard_batch(setup.batch_arrays(rows.batch(padded, rows.max_length)), mesh)
+    c, r = jax.device_get(compute(ref_params, batch))
+    chosen.append(c[:len(indices)])
+    rejected.append(r[:len(indices)])
+  return CachedReference(rows, np.concatenate(chosen), np.concatenate(rejected))
+
+
+def make_evaluator(objective, rows, ref_params, batch_size: int, mesh):
+  """Metrics over the whole held-out set (each batch's means weighted by its size)."""
+  evaluate_batch = make_eval_step(objective)
+  batch_size = min(batch_size, len(rows))
+  usable = len(rows) - len(rows) % batch_size
+
+  def evaluate(state):
+    totals, count = {}, 0
+    for start in range(0, usable, batch_size):
+      indices = np.arange(start, start + batch_size)
+      batch = shard_batch(setup.batch_arrays(rows.batch(indices, rows.max_length)), mesh)
+      metrics = to_floats(jax.device_get(evaluate_batch(state.params, ref_params, batch)))
+      for k, v in metrics.items():
+        totals[k] = totals.get(k, 0.0) + v * batch_size
+      count += batch_size
+    return {k: v / count for k, v in totals.items()}
+  return evaluate
+
+
+def _tokens_per_batch(run: RunConfig, rows) -> int:
+  lengths = np.asarray(rows.lengths(), np.float64)
+  per_row = lengths.mean() * (1 if run.task == "sft" else 2)
+  return int(per_row * run.data.batch_size)
+
+
+def run_training(run: RunConfig, progress: bool = True) -> dict:
+  """Trains per ``run``; resumes from ``output_dir/checkpoints`` if present. Returns the
+  final eval metrics."""
+  initialize_distributed()
+  mesh = make_mesh(run.mesh)
+  main = is_main_process()
+  if main:
+    save_config(run, os.path.join(run.output_dir, "config.yaml"))
+  train_rows, train_report = setup.build_rows(run, "train")
+  eval_rows, eval_report = setup.build_rows(run, "eval")
+  if main:
+    with open(os.path.join(run.output_dir, "data_report.json"), "w") as f:
+      json.dump({"train": train_report.to_dict(), "eval": eval_report.to_dict()}, f, indent=2)
+    print(f"data: train {train_report.summary()}; eval {eval_report.summary()}")
+
+  config, policy = setup.load_policy(run, setup.vocab_overrides(run))
+  objective = make_objective(run, config)
+  ref_params = None
+  if run.task == "rm":
+    params = reward_model_params(config, policy, run.seed)
+  else:
+    params = policy
+    if run.task == "dpo" and objective.needs_reference:
+      ref_params = shard_params(setup.copy_tree(policy), mesh)
+  params = shard_params(params, mesh)
+  tx = make_optimizer(run.optimizer)
+  in_step_ref = ref_params if run.loss.reference == "in_step" else None
+  state = TrainState.create(params, tx, run.seed, ref_params=in_step_ref)
+  state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
+
+  rows = train_rows
+  if ref_params is not None and in_step_ref is None:
+    rows = precompute_reference(objective, ref_params, train_rows, run.data.eval_batch_size, mesh)
+  batches = D.BatchIterator(rows, run.data.batch_size, seed=run.seed,
+                            process_index=jax.process_index(),
+                            process_count=jax.process_count())
+  checkpointer = None
+  if run.loop.checkpoint_every:
+    checkpointer = Checkpointer(os.path.join(run.output_dir, "checkpoints"),
+                                save_every=run.loop.checkpoint_every,
+                                keep=run.loop.keep_checkpoints, best_metric=run.loop.best_metric)
+    if checkpointer.latest_step() is not None:
+      state, data_state = checkpointer.restore(state)
+      if data_state:
+        batches.set_state(data_state)
+      if main:
+        print(f"resumed from step {int(state.step)}")
+  step_fn = make_train_step(objective, micro_batches=run.loop.micro_batches,
+                            state_shardings=state_shardings)
+  evaluate = make_evaluator(objective, eval_rows, ref_params, run.data.eval_batch_size, mesh)
+  tokens = _tokens_per_batch(run, train_rows)
+  n_params = count_params(policy)
+  throughput = Throughput(tokens_per_batch=tokens, flops_per_batch=6.0 * n_params * tokens)
+  logger = MetricsLogger(run.output_dir, run.loop.steps, int(state.step), progress=progress,
+                         description=f"{run.task} {run.loss.name if run.task == 'dpo' else ''}")
+  try:
+    state, last_eval = fit(state, step_fn, batches, run.loop,
+                           place_batch=lambda b: shard_batch(setup.batch_arrays(b), mesh),
+                           evaluate=evaluate, checkpointer=checkpointer, logger=logger,
+                           throughput=throughput)
+  finally:
+    logger.close()
+    if checkpointer:
+      checkpointer.close()
+  final = jax.device_get(state.params)
+  if main:
+    if run.task == "rm":
+      save_model(os.path.join(run.output_dir, "model"), config, final, kind="reward_model")
+    else:
+      save_model(os.path.join(run.output_dir, "model"), config, final)
+    with open(os.path.join(run.output_dir, "eval.json"), "w") as f:
+      json.dump(to_floats(last_eval), f, indent=2)
+  return to_floats(last_eval)

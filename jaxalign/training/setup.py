@@ -1,0 +1,99 @@
+"""Building a run's pieces from its config: data rows, the model, the reference.
+
+Data rows are the data module's ``SFTRows`` / ``PreferenceRows``: from the built-in synthetic
+task, or from local JSONL/Parquet files through the TFDS builder and a tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxalign import data as D
+from jaxalign.config import RunConfig
+from jaxalign.models import (CheckpointError, TransformerConfig, init_params, load_model,
+                             load_pretrained, tiny_gpt2, tiny_llama)
+
+_PRESETS = {"tiny_gpt2": tiny_gpt2, "tiny_llama": tiny_llama}
+
+
+def synthetic_task(run: RunConfig) -> D.SyntheticTask:
+  return D.SyntheticTask(D.SyntheticTaskConfig(seed=run.data.task_seed))
+
+
+def build_rows(run: RunConfig, split: str):
+  """(rows, report) of ``split`` ("train" or "eval") for the run's task."""
+  spec = run.data
+  kind = "sft" if run.task == "sft" else "preference"
+  if spec.source == "synthetic":
+    task = synthetic_task(run)
+    num, seed = (spec.num_train, 1) if split == "train" else (spec.num_eval, 2)
+    if kind == "sft":
+      return task.sft_rows(num, seed), D.DataReport()
+    pairs = task.preference_pairs(num, seed + 10, spec.sample_temperature, spec.label_beta)
+    return pairs.rows, pairs.report
+  path = spec.train_file if split == "train" else spec.eval_file
+  if path is None:
+    raise ValueError(f"data.{split}_file is required when data.source=files")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"data.{split}_file: {path} does not exist")
+  # Local files -> a TFDS dataset in array_record format (reused when already built).
+  name = f"{split}_{os.path.splitext(os.path.basename(path))[0]}".lower().replace("-", "_")
+  builder, reports = D.build_dataset(name, kind, {"train": path},
+                                     os.path.join(run.output_dir, "tfds"),
+                                     on_error=spec.on_error)
+  records = D.RecordSource(builder.as_data_source("train"), kind, name=path)
+  read_report = reports.get("train", D.DataReport())
+  tokenizer = D.load_tokenizer(spec.tokenizer)
+  tokenize = D.tokenize_sft if kind == "sft" else D.tokenize_preferences
+  rows, report = tokenize(records, tokenizer, spec.max_length, on_error=spec.on_error)
+  return rows, read_report.merge(report)
+
+
+def model_config(run: RunConfig, vocab_overrides: dict) -> TransformerConfig:
+  spec = run.model
+  sizes = {k: v for k, v in (("embed_dim", spec.embed_dim), ("num_layers", spec.num_layers))
+           if v is not None}
+  return _PRESETS[spec.preset](**vocab_overrides, **sizes).replace(
+      param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat)
+
+
+def load_policy(run: RunConfig, vocab_overrides: dict) -> tuple[TransformerConfig, dict]:
+  """The starting policy: an earlier run's model, a HF checkpoint, or a random preset."""
+  spec = run.model
+  numerics = dict(param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat)
+  if spec.init_from:
+    config, params, kind = load_model(spec.init_from)
+    if kind != "policy":
+      raise CheckpointError(f"{spec.init_from}: holds a {kind}, a policy is needed")
+    return config.replace(**numerics), _cast(params, spec.param_dtype)
+  if spec.path:
+    config, params = load_pretrained(spec.path, dtype=spec.param_dtype,
+                                     compute_dtype=spec.compute_dtype)
+    return config.replace(remat=spec.remat), params
+  config = model_config(run, vocab_overrides)
+  return config, init_params(config, jax.random.PRNGKey(run.seed))
+
+
+def _cast(params, dtype: str):
+  return jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)), params)
+
+
+def vocab_overrides(run: RunConfig) -> dict:
+  if run.data.source == "synthetic":
+    return synthetic_task(run).model_overrides()
+  tokenizer = D.load_tokenizer(run.data.tokenizer)
+  return {"vocab_size": tokenizer.vocab_size, "eos_token_id": tokenizer.eos_id}
+
+
+def copy_tree(tree):
+  """A copy that survives the original being donated to a step."""
+  return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)
+
+
+def batch_arrays(batch) -> dict[str, np.ndarray]:
+  from jaxalign.training.objectives import as_arrays
+  return {k: np.asarray(v) for k, v in as_arrays(batch).items()}

@@ -1,0 +1,39 @@
+"""The training state: everything a step reads and writes, and a checkpoint restores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  """params and optimizer state; step; a raw uint32 PRNG key; frozen reference params.
+
+  ``ref_params`` is None when the objective needs no reference (SFT, RM, reference-free
+  losses, cached reference log-probs). ``extras`` holds objective-specific state (e.g. an
+  adaptive KL coefficient) as a dict of arrays.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  ref_params: Any = None
+  extras: Any = None
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
+
+  @classmethod
+  def create(cls, params, tx: optax.GradientTransformation, seed: int, ref_params=None,
+             extras=None) -> "TrainState":
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+               rng=jax.random.PRNGKey(seed), ref_params=ref_params, extras=extras, tx=tx)
+
+  def apply_gradients(self, grads) -> "TrainState":
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state)

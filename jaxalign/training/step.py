@@ -1,0 +1,82 @@
+"""One pure, jitted, donated ``step(state, batch) -> (state, metrics)`` for any objective.
+
+Gradient accumulation runs inside the step: the global batch is split into
+``micro_batches`` interleaved slices (row i goes to micro-batch i mod M, so a batch sharded
+over devices stays evenly sharded in every slice), gradients and metrics are summed in a
+``lax.scan``, and one optimizer update follows. Losses divide by global counts computed
+before the split, so M micro-batches give the gradient of the whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxalign.training.state import TrainState
+
+
+def split_micro_batches(batch: dict, micro_batches: int) -> dict:
+  """[B, ...] -> [M, B / M, ...] with row i in micro-batch i mod M."""
+  def split(x):
+    B = x.shape[0]
+    if B % micro_batches:
+      raise ValueError(f"batch size {B} is not divisible by micro_batches={micro_batches}")
+    return x.reshape(B // micro_batches, micro_batches, *x.shape[1:]).swapaxes(0, 1)
+  return jax.tree_util.tree_map(split, batch)
+
+
+def accumulate_gradients(objective, params, ref_params, batch: dict, micro_batches: int):
+  """(summed loss, summed metrics, summed grads) over micro-batches of ``batch``."""
+  denominators = objective.denominators(batch)
+  grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+  if micro_batches == 1:
+    (loss, metrics), grads = grad_fn(params, ref_params, batch, denominators)
+    return loss, metrics, grads
+
+  def body(carry, micro):
+    (loss, metrics), grads = grad_fn(params, ref_params, micro, denominators)
+    return jax.tree_util.tree_map(jnp.add, carry, (loss, metrics, grads)), None
+
+  slices = split_micro_batches(batch, micro_batches)
+  first = jax.tree_util.tree_map(lambda x: x[0], slices)
+  shapes = jax.eval_shape(grad_fn, params, ref_params, first, denominators)
+  (loss_shape, metric_shapes), grad_shapes = shapes
+  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 (loss_shape, metric_shapes, grad_shapes))
+  (loss, metrics, grads), _ = jax.lax.scan(body, zeros, slices)
+  return loss, metrics, grads
+
+
+def train_step(objective, state: TrainState, batch: dict, micro_batches: int = 1):
+  """The un-jitted step: gradients over the batch, one optimizer update, metrics."""
+  loss, metrics, grads = accumulate_gradients(objective, state.params, state.ref_params, batch,
+                                              micro_batches)
+  new_state = state.apply_gradients(grads)
+  metrics = dict(metrics, loss=loss, grad_norm=_global_norm(grads))
+  return new_state, metrics
+
+
+def _global_norm(tree) -> jax.Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def make_train_step(objective, *, micro_batches: int = 1, state_shardings: Any = None,
+                    donate: bool = True):
+  """``jit(step, donate_argnums=0)``; with ``state_shardings`` the new state keeps the
+  layout of the old one (so the next call reuses the compiled program)."""
+  def step(state, batch):
+    return train_step(objective, state, batch, micro_batches)
+  out_shardings = None if state_shardings is None else (state_shardings, None)
+  return jax.jit(step, donate_argnums=(0,) if donate else (), out_shardings=out_shardings)
+
+
+def make_eval_step(objective):
+  """``jit((params, ref_params, batch) -> metrics)`` with the objective's global means."""
+  @jax.jit
+  def evaluate(params, ref_params, batch):
+    loss, metrics = objective.loss(params, ref_params, batch, objective.denominators(batch))
+    return dict(metrics, loss=loss)
+  return evaluate
