@@ -1,0 +1,51 @@
+"""Evaluating a policy: gold reward of its samples, KL to the reference, and how well
+explicit (reward model) and implicit (beta * log pi / pi_ref) rewards rank held-out pairs."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxalign.models import TransformerConfig
+from jaxalign.sampling import generate
+from jaxalign.training.forward import reward_scores, token_logprobs
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _sequence_logps(config, params, sequence, sequence_mask, response_mask):
+  logps = token_logprobs(config, params, sequence, sequence_mask)
+  P = sequence.shape[1] - response_mask.shape[1]
+  return jnp.sum(logps[:, P:] * response_mask, axis=1)
+
+
+def sample_and_score(config: TransformerConfig, params, ref_params, prompt_tokens,
+                     prompt_mask, rng, *, max_new_tokens: int, eos_id: int, pad_id: int = 0,
+                     gold_reward=None, reward_model=None, temperature: float = 1.0,
+                     batch_size: int = 128) -> dict[str, float]:
+  """Samples one response per prompt and reports its mean gold reward / RM score, the
+  sequence-level KL to the reference (mean of log pi - log pi_ref over the samples), and
+  the mean response length."""
+  totals = {"kl": [], "length": [], "gold_reward": [], "rm_score": []}
+  for start in range(0, prompt_tokens.shape[0], batch_size):
+    tokens = prompt_tokens[start:start + batch_size]
+    mask = prompt_mask[start:start + batch_size]
+    out = generate(config, params, tokens, mask, jax.random.fold_in(rng, start),
+                   max_new_tokens=max_new_tokens, temperature=temperature, eos_id=eos_id,
+                   pad_id=pad_id, return_sequence=True)
+    policy_logps = _sequence_logps(config, params, out.sequence, out.sequence_mask,
+                                   out.response_mask)
+    ref_logps = _sequence_logps(config, ref_params, out.sequence, out.sequence_mask,
+                                out.response_mask)
+    totals["kl"].append(np.asarray(policy_logps - ref_logps))
+    totals["length"].append(np.asarray(out.lengths))
+    if gold_reward is not None:
+      totals["gold_reward"].append(np.asarray(gold_reward(
+          tokens, out.tokens, out.response_mask, mask)))
+    if reward_model is not None:
+      rm_config, rm_params = reward_model
+      totals["rm_score"].append(np.asarray(reward_scores(
+          rm_config, rm_params, out.sequence, out.sequence_mask)))
+  return {k: float(np.concatenate(v).mean()) for k, v in totals.items() if v}
