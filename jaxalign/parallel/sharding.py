@@ -51,3 +51,14 @@ def shard_batch(batch, mesh: Mesh):
       return jax.device_put(x, sharding)
     return jax.make_array_from_process_local_data(sharding, x)
   return jax.tree_util.tree_map(place, batch)
+
+
+def on_mesh(tree, mesh: Mesh):
+  """Every leaf on ``mesh``: leaves already sharded over it stay; the rest (step counters,
+  PRNG keys, optimizer scalars) are replicated, so jit sees one device set."""
+  def place(x):
+    sharding = getattr(x, "sharding", None)
+    if isinstance(sharding, NamedSharding) and sharding.mesh == mesh:
+      return x
+    return jax.device_put(x, replicated(mesh))
+  return jax.tree_util.tree_map(place, tree)

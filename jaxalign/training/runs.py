@@ -18,7 +18,8 @@ from jaxalign import data as D
 from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.models import RewardModel, ScalarHead, count_params, save_model
-from jaxalign.parallel import initialize_distributed, is_main_process, make_mesh, shard_batch, shard_params
+from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
+                               shard_batch, shard_params)
 from jaxalign.training import setup
 from jaxalign.training.loop import Throughput, fit
 from jaxalign.training.metrics_log import MetricsLogger, to_floats
@@ -135,7 +136,7 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
   params = shard_params(params, mesh)
   tx = make_optimizer(run.optimizer)
   in_step_ref = ref_params if run.loss.reference == "in_step" else None
-  state = TrainState.create(params, tx, run.seed, ref_params=in_step_ref)
+  state = on_mesh(TrainState.create(params, tx, run.seed, ref_params=in_step_ref), mesh)
   state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
 
   rows = train_rows
