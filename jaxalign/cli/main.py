@@ -22,6 +22,27 @@ def _parser() -> argparse.ArgumentParser:
                      "$JAXALIGN_RUN_DIR when set)")
   train.add_argument("--no-progress", action="store_true")
 
+  evaluate = commands.add_parser("eval", help="held-out metrics of a trained model")
+  evaluate.add_argument("--model", required=True, help="a model folder from jaxalign train")
+  evaluate.add_argument("--reference", help="the reference policy (for a policy's implicit "
+                        "reward accuracy and KL)")
+  evaluate.add_argument("--beta", type=float, default=0.1, help="implicit reward scale")
+  evaluate.add_argument("--config", help="run config whose data section names the eval set")
+  evaluate.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE")
+
+  sample = commands.add_parser("sample", help="sample responses from a trained policy")
+  sample.add_argument("--model", required=True)
+  sample.add_argument("--prompt", action="append", required=True, help="repeatable")
+  sample.add_argument("--tokenizer", help="folder with tokenizer.json (default: bytes)")
+  sample.add_argument("--synthetic", action="store_true",
+                      help="prompts are synthetic-task words like 't2 t17 t5'")
+  sample.add_argument("--max-new-tokens", type=int, default=32)
+  sample.add_argument("--temperature", type=float, default=1.0)
+  sample.add_argument("--top-k", type=int, default=0)
+  sample.add_argument("--top-p", type=float, default=1.0)
+  sample.add_argument("--seed", type=int, default=0)
+
   demo = commands.add_parser("demo", help="run the built-in end-to-end demo")
   demo.add_argument("--output-dir", default="runs/demo")
   demo.add_argument("--seed", type=int, default=0)
@@ -46,6 +67,20 @@ def _train(args) -> int:
   return 0
 
 
+def _eval(args) -> int:
+  from jaxalign.cli.inspect_cmds import print_json, run_eval
+  print_json(run_eval(args.model, args.reference, args.config, args.overrides, args.beta))
+  return 0
+
+
+def _sample(args) -> int:
+  from jaxalign.cli.inspect_cmds import print_json, run_sample
+  print_json(run_sample(args.model, args.prompt, args.tokenizer, args.synthetic,
+                        args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                        args.seed))
+  return 0
+
+
 def _demo(args) -> int:
   from jaxalign.cli.demo import DemoConfig, run_demo
   demo = DemoConfig(output_dir=args.output_dir, seed=args.seed)
@@ -58,7 +93,7 @@ def _demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  handlers = {"train": _train, "demo": _demo}
+  handlers = {"train": _train, "eval": _eval, "sample": _sample, "demo": _demo}
   try:
     return handlers[args.command](args)
   except Exception as error:  # noqa: BLE001 - shown to the user, exit non-zero

@@ -85,17 +85,17 @@ def precompute_reference(objective, ref_params, rows, batch_size: int, mesh) -> 
 
 
 def make_evaluator(objective, rows, ref_params, batch_size: int, mesh):
-  """Metrics over the whole held-out set (each batch's means weighted by its size)."""
+  """``evaluate(params)``: metrics over the held-out rows (batch means weighted by size)."""
   evaluate_batch = make_eval_step(objective)
   batch_size = min(batch_size, len(rows))
   usable = len(rows) - len(rows) % batch_size
 
-  def evaluate(state):
+  def evaluate(params):
     totals, count = {}, 0
     for start in range(0, usable, batch_size):
       indices = np.arange(start, start + batch_size)
       batch = shard_batch(setup.batch_arrays(rows.batch(indices, rows.max_length)), mesh)
-      metrics = to_floats(jax.device_get(evaluate_batch(state.params, ref_params, batch)))
+      metrics = to_floats(jax.device_get(evaluate_batch(params, ref_params, batch)))
       for k, v in metrics.items():
         totals[k] = totals.get(k, 0.0) + v * batch_size
       count += batch_size
@@ -167,7 +167,7 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
   try:
     state, last_eval = fit(state, step_fn, batches, run.loop,
                            place_batch=lambda b: shard_batch(setup.batch_arrays(b), mesh),
-                           evaluate=evaluate, checkpointer=checkpointer, logger=logger,
+                           evaluate=lambda s: evaluate(s.params), checkpointer=checkpointer, logger=logger,
                            throughput=throughput)
   finally:
     logger.close()
