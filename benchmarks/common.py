@@ -62,3 +62,42 @@ def timed(fn, reps: int = 3, warmup: int = 1) -> dict:
 
 def fmt(stats: dict) -> str:
   return f"{stats['median']:.3f}s (min {stats['min']:.3f}, max {stats['max']:.3f})"
+
+
+def save_word_tokenizer(path: str, vocab_size: int, eos_token_id: int,
+                        eos_token: str = "<|endoftext|>"):
+  """Saves a word-level tokenizer next to a peer model: the word ``t<i>`` is id i (1:1, no
+  BOS/EOS added), except ``eos_token_id`` which is ``eos_token``. TRL's trainers take text,
+  so random ids travel as ``"t5 t17 t3"``."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+  vocab = {f"t{i}": i for i in range(vocab_size) if i != eos_token_id}
+  vocab[eos_token] = eos_token_id
+  tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=eos_token))
+  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+  fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eos_token, eos_token=eos_token,
+                                 unk_token=eos_token, pad_token=eos_token)
+  fast.save_pretrained(path)
+  assert fast("t5 t17 t3")["input_ids"] == [5, 17, 3]
+  return fast
+
+
+def rss_mb() -> dict:
+  """This process's resident memory now (VmRSS) and its peak so far (VmHWM), in MiB."""
+  out = {}
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(("VmRSS:", "VmHWM:")):
+        out[line.split(":")[0]] = int(line.split()[1]) / 1024
+  return {"rss": out.get("VmRSS", float("nan")), "peak": out.get("VmHWM", float("nan"))}
+
+
+def reset_peak_rss() -> bool:
+  """Resets this process's peak RSS (VmHWM) to its current RSS; False where not allowed."""
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
