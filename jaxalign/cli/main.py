@@ -13,7 +13,7 @@ def _parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest="command", required=True)
 
   train = commands.add_parser("train", help="train a policy or reward model")
-  train.add_argument("task", choices=["sft", "rm", "dpo"])
+  train.add_argument("task", choices=["sft", "rm", "dpo", "ppo", "online-dpo"])
   train.add_argument("--config", help="YAML or JSON run config")
   train.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -52,17 +52,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> int:
   from jaxalign.config import RunConfig, load_config
+  from jaxalign.training.ppo_run import run_ppo
   from jaxalign.training.runs import run_training
   overrides = [f"task={args.task}"] + args.overrides
   if args.loss:
-    if args.task != "dpo":
-      raise ValueError("--loss applies to 'jaxalign train dpo' only")
+    if args.task not in ("dpo", "online-dpo"):
+      raise ValueError("--loss applies to 'jaxalign train dpo|online-dpo' only")
     overrides.append(f"loss.name={args.loss}")
   output_dir = args.output_dir or os.environ.get("JAXALIGN_RUN_DIR")
   if output_dir:
     overrides.append(f"output_dir={output_dir}")
   run = load_config(RunConfig, args.config, overrides)
-  result = run_training(run, progress=not args.no_progress)
+  train_fn = run_ppo if run.task == "ppo" else run_training
+  result = train_fn(run, progress=not args.no_progress)
   print(" ".join(f"{k}={v:.4g}" for k, v in result.items()))
   return 0
 

@@ -9,6 +9,7 @@ from typing import Literal
 from jaxalign.parallel.mesh import MeshConfig
 from jaxalign.training.loop import LoopConfig
 from jaxalign.training.optim import OptimizerConfig
+from jaxalign.training.ppo import PPOSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +17,7 @@ class ModelSpec:
   preset: Literal["tiny_gpt2", "tiny_llama"] = "tiny_gpt2"
   path: str | None = None          # a local Hugging Face checkpoint folder (wins over preset)
   init_from: str | None = None     # a jaxalign model folder from an earlier run (e.g. SFT)
+  reference_from: str | None = None  # the reference policy's folder (default: the start policy)
   param_dtype: str = "float32"     # master weights
   compute_dtype: str = "float32"   # "bfloat16" for mixed precision (losses stay float32)
   remat: bool = False              # rematerialise each block in the backward pass
@@ -52,8 +54,28 @@ class LossSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class OnlineSpec:
+  """Online training (PPO and online / iterative DPO): where rewards come from and how
+  on-policy the data is. ``refresh_every = inf`` is offline DPO; 1 is fully online."""
+
+  reward_model: str | None = None  # a reward-model folder from `jaxalign train rm`
+  labeller: Literal["reward_model", "gold", "implicit"] = "reward_model"
+  refresh_every: float = 1.0       # policy steps between fresh samples (inf: never)
+  samples_per_prompt: int = 2      # k >= 2 responses per prompt
+  pairs: Literal["best_worst", "all"] = "best_worst"
+  prompts_per_refresh: int = 64
+  max_new_tokens: int = 24
+  temperature: float = 1.0
+  reference: Literal["fixed", "previous_iterate", "ema"] = "fixed"
+  reference_ema: float = 0.1
+  rm_refresh_every: int = 0        # iterations between reward-model retraining (0: frozen)
+  rm_refresh_pairs: int = 256      # gold-labelled pairs of current samples per retraining
+  rm_refresh_steps: int = 20
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
-  task: Literal["sft", "rm", "dpo"] = "dpo"
+  task: Literal["sft", "rm", "dpo", "ppo", "online-dpo"] = "dpo"
   output_dir: str = "runs/default"
   seed: int = 0
   model: ModelSpec = ModelSpec()
@@ -62,3 +84,5 @@ class RunConfig:
   optimizer: OptimizerConfig = OptimizerConfig()
   loop: LoopConfig = LoopConfig()
   mesh: MeshConfig = MeshConfig()
+  online: OnlineSpec = OnlineSpec()
+  ppo: PPOSpec = PPOSpec()

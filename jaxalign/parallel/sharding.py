@@ -53,6 +53,35 @@ def shard_batch(batch, mesh: Mesh):
   return jax.tree_util.tree_map(place, batch)
 
 
+def shard_global_batch(batch, mesh: Mesh):
+  """Places a batch that every process holds in full (the same GLOBAL rows on each host,
+  e.g. an eval batch) on the mesh; each process copies only the rows its devices own, so
+  row ``i`` of the result is row ``i`` of ``batch`` whatever the device order."""
+  def place(x):
+    x = np.asarray(x)
+    sharding = batch_sharding(mesh, x.ndim) if x.ndim else replicated(mesh)
+    if jax.process_count() == 1:
+      return jax.device_put(x, sharding)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree_util.tree_map(place, batch)
+
+
+def to_host(tree):
+  """``jax.device_get`` that also works for arrays spanning several processes: a leaf
+  whose shards live on other hosts is gathered (leaf by leaf, so the extra device memory
+  is one leaf) and every process gets the full numpy value. Collective: in a multi-process
+  run every process must call it with the same tree."""
+  from jax.experimental import multihost_utils
+
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+      return multihost_utils.process_allgather(x, tiled=True)
+    return jax.device_get(x)
+  return jax.tree_util.tree_map(get, tree)
+
+
 def on_mesh(tree, mesh: Mesh):
   """Every leaf on ``mesh``: leaves already sharded over it stay; the rest (step counters,
   PRNG keys, optimizer scalars) are replicated, so jit sees one device set."""

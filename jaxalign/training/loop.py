@@ -49,17 +49,22 @@ class Throughput:
 def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
         place_batch: Callable = lambda b: b, evaluate: Callable | None = None,
         checkpointer: Checkpointer | None = None, logger: MetricsLogger | None = None,
-        throughput: Throughput | None = None):
+        throughput: Throughput | None = None, before_step: Callable | None = None):
   """Runs ``step_fn`` from ``state.step`` to ``config.steps``; returns (state, last eval).
 
   ``batches`` yields host batches and may expose ``get_state()`` (saved with each
   checkpoint so a resumed run continues with the same data). ``evaluate(state)`` returns
-  a dict of metrics (logged with an ``eval/`` prefix).
+  a dict of metrics (logged with an ``eval/`` prefix). ``before_step(state, step)`` may
+  return a new state and metrics to log, e.g. after refreshing on-policy data.
   """
   throughput = throughput or Throughput()
   last_eval: dict = {}
   step = int(state.step)
   while step < config.steps:
+    if before_step is not None:
+      state, refresh_metrics = before_step(state, step)
+      if logger and refresh_metrics:
+        logger.log(step, refresh_metrics)
     state, metrics = step_fn(state, place_batch(next(batches)))
     step += 1
     throughput.tick()

@@ -19,10 +19,12 @@ from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.models import RewardModel, ScalarHead, count_params, save_model
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
-                               shard_batch, shard_params)
+                               shard_batch, shard_global_batch, shard_params, to_host)
 from jaxalign.training import setup
 from jaxalign.training.loop import Throughput, fit
 from jaxalign.training.metrics_log import MetricsLogger, to_floats
+from jaxalign.training.online_dpo import (OnlineRefresher, SwappableBatches,
+                                          check_online_config, is_offline)
 from jaxalign.training.objectives import (PreferenceObjective, RewardModelObjective,
                                           SFTObjective, reference_logps_fn)
 from jaxalign.training.optim import make_optimizer
@@ -77,8 +79,10 @@ def precompute_reference(objective, ref_params, rows, batch_size: int, mesh) -> 
   for start in range(0, len(rows), batch_size):
     indices = np.arange(start, min(start + batch_size, len(rows)))
     padded = np.resize(indices, batch_size)  # static shape; extra rows dropped below
-    batch = shard_batch(setup.batch_arrays(rows.batch(padded, rows.max_length)), mesh)
-    c, r = jax.device_get(compute(ref_params, batch))
+    # Every process holds the whole global batch here (not its own rows), and every
+    # process needs every row's log-probs (its later training rows may be any of them).
+    batch = shard_global_batch(setup.batch_arrays(rows.batch(padded, rows.max_length)), mesh)
+    c, r = to_host(compute(ref_params, batch))
     chosen.append(c[:len(indices)])
     rejected.append(r[:len(indices)])
   return CachedReference(rows, np.concatenate(chosen), np.concatenate(rejected))
@@ -94,8 +98,8 @@ def make_evaluator(objective, rows, ref_params, batch_size: int, mesh):
     totals, count = {}, 0
     for start in range(0, usable, batch_size):
       indices = np.arange(start, start + batch_size)
-      batch = shard_batch(setup.batch_arrays(rows.batch(indices, rows.max_length)), mesh)
-      metrics = to_floats(jax.device_get(evaluate_batch(params, ref_params, batch)))
+      batch = shard_global_batch(setup.batch_arrays(rows.batch(indices, rows.max_length)), mesh)
+      metrics = to_floats(to_host(evaluate_batch(params, ref_params, batch)))
       for k, v in metrics.items():
         totals[k] = totals.get(k, 0.0) + v * batch_size
       count += batch_size
@@ -117,12 +121,20 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
   main = is_main_process()
   if main:
     save_config(run, os.path.join(run.output_dir, "config.yaml"))
-  train_rows, train_report = setup.build_rows(run, "train")
+  online = run.task == "online-dpo"
+  refreshing = online and not is_offline(run)
+  if online:
+    check_online_config(run)
+  if refreshing:  # pairs come from the policy; the prompts are the data
+    train_rows, train_report = setup.build_prompt_rows(run, "train", run.online.max_new_tokens)
+  else:
+    train_rows, train_report = setup.build_rows(run, "train")
   eval_rows, eval_report = setup.build_rows(run, "eval")
   if main:
     with open(os.path.join(run.output_dir, "data_report.json"), "w") as f:
       json.dump({"train": train_report.to_dict(), "eval": eval_report.to_dict()}, f, indent=2)
-    print(f"data: train {train_report.summary()}; eval {eval_report.summary()}")
+    print(f"data: train {len(train_rows)} rows ({train_report.summary()}); "
+          f"eval {len(eval_rows)} rows ({eval_report.summary()})")
 
   config, policy = setup.load_policy(run, setup.vocab_overrides(run))
   objective = make_objective(run, config)
@@ -131,20 +143,40 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
     params = reward_model_params(config, policy, run.seed)
   else:
     params = policy
-    if run.task == "dpo" and objective.needs_reference:
-      ref_params = shard_params(setup.copy_tree(policy), mesh)
+    if run.task in ("dpo", "online-dpo") and objective.needs_reference:
+      ref_params = shard_params(setup.load_reference(run, policy), mesh)
   params = shard_params(params, mesh)
   tx = make_optimizer(run.optimizer)
-  in_step_ref = ref_params if run.loss.reference == "in_step" else None
-  state = on_mesh(TrainState.create(params, tx, run.seed, ref_params=in_step_ref), mesh)
+  # Online runs keep the reference in the state: it may move, and a checkpoint must hold it.
+  # The state gets its own copy: the step donates the state's buffers.
+  in_step_ref = (setup.copy_tree(ref_params) if ref_params is not None and
+                 (run.loss.reference == "in_step" or online) else None)
+  extras = None
+  rm = None
+  if online and run.online.reward_model:
+    rm = setup.load_reward_model(run.online.reward_model)
+    extras = {"rm_params": shard_params(rm[1], mesh)}
+  state = on_mesh(TrainState.create(params, tx, run.seed, ref_params=in_step_ref,
+                                    extras=extras), mesh)
   state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
 
-  rows = train_rows
-  if ref_params is not None and in_step_ref is None:
-    rows = precompute_reference(objective, ref_params, train_rows, run.data.eval_batch_size, mesh)
-  batches = D.BatchIterator(rows, run.data.batch_size, seed=run.seed,
-                            process_index=jax.process_index(),
-                            process_count=jax.process_count())
+  cached = ref_params is not None and run.loss.reference == "cached"
+  def with_reference(rows, current_state):
+    if not cached:
+      return rows
+    return precompute_reference(objective, current_state.ref_params if online else ref_params,
+                                rows, run.data.eval_batch_size, mesh)
+
+  before_step = None
+  if refreshing:
+    batches = SwappableBatches()
+    gold = setup.synthetic_task(run).gold_reward if run.data.source == "synthetic" else None
+    before_step = OnlineRefresher(run, config, objective, train_rows, batches, with_reference,
+                                  rm=rm, gold_reward=gold)
+  else:
+    batches = D.BatchIterator(with_reference(train_rows, state), run.data.batch_size,
+                              seed=run.seed, process_index=jax.process_index(),
+                              process_count=jax.process_count())
   checkpointer = None
   if run.loop.checkpoint_every:
     checkpointer = Checkpointer(os.path.join(run.output_dir, "checkpoints"),
@@ -152,12 +184,13 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
                                 keep=run.loop.keep_checkpoints, best_metric=run.loop.best_metric)
     if checkpointer.latest_step() is not None:
       state, data_state = checkpointer.restore(state)
-      if data_state:
+      if data_state and not refreshing:  # a refreshing run regenerates its pairs
         batches.set_state(data_state)
       if main:
         print(f"resumed from step {int(state.step)}")
   step_fn = make_train_step(objective, micro_batches=run.loop.micro_batches,
                             state_shardings=state_shardings)
+  # Held-out implicit rewards are measured against the initial (SFT) reference.
   evaluate = make_evaluator(objective, eval_rows, ref_params, run.data.eval_batch_size, mesh)
   tokens = _tokens_per_batch(run, train_rows)
   n_params = count_params(policy)
@@ -167,13 +200,13 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
   try:
     state, last_eval = fit(state, step_fn, batches, run.loop,
                            place_batch=lambda b: shard_batch(setup.batch_arrays(b), mesh),
-                           evaluate=lambda s: evaluate(s.params), checkpointer=checkpointer, logger=logger,
-                           throughput=throughput)
+                           evaluate=lambda s: evaluate(s.params), checkpointer=checkpointer,
+                           logger=logger, throughput=throughput, before_step=before_step)
   finally:
     logger.close()
     if checkpointer:
       checkpointer.close()
-  final = jax.device_get(state.params)
+  final = to_host(state.params)  # collective when params span hosts: every process calls it
   if main:
     if run.task == "rm":
       save_model(os.path.join(run.output_dir, "model"), config, final, kind="reward_model")

@@ -78,6 +78,16 @@ def load_policy(run: RunConfig, vocab_overrides: dict) -> tuple[TransformerConfi
   return config, init_params(config, jax.random.PRNGKey(run.seed))
 
 
+def load_reference(run: RunConfig, policy) -> dict:
+  """The reference policy: ``model.reference_from`` if set, else a copy of the start policy."""
+  if not run.model.reference_from:
+    return copy_tree(policy)
+  _, params, kind = load_model(run.model.reference_from)
+  if kind != "policy":
+    raise CheckpointError(f"{run.model.reference_from}: holds a {kind}, a policy is needed")
+  return _cast(params, run.model.param_dtype)
+
+
 def _cast(params, dtype: str):
   return jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)), params)
 
@@ -97,3 +107,28 @@ def copy_tree(tree):
 def batch_arrays(batch) -> dict[str, np.ndarray]:
   from jaxalign.training.objectives import as_arrays
   return {k: np.asarray(v) for k, v in as_arrays(batch).items()}
+
+
+def build_prompt_rows(run: RunConfig, split: str, max_new_tokens: int):
+  """(PromptRows, report) for online training: synthetic prompts or a prompts file."""
+  spec = run.data
+  if spec.source == "synthetic":
+    num, seed = (spec.num_train, 5) if split == "train" else (spec.num_eval, 6)
+    return synthetic_task(run).prompt_rows(num, seed), D.DataReport()
+  path = spec.train_file if split == "train" else spec.eval_file
+  if path is None or not os.path.exists(str(path)):
+    raise FileNotFoundError(f"data.{split}_file: {path} does not exist")
+  records, read_report = D.read_records(path, "prompt", on_error=spec.on_error)
+  rows, report = D.tokenize_prompts(records, D.load_tokenizer(spec.tokenizer),
+                                    spec.max_length - max_new_tokens, on_error=spec.on_error)
+  return rows, read_report.merge(report)
+
+
+def load_reward_model(path: str | None):
+  """(config, params) of a reward model folder written by ``jaxalign train rm``."""
+  if not path:
+    raise ValueError("online.reward_model is required: a folder from `jaxalign train rm`")
+  config, params, kind = load_model(path)
+  if kind != "reward_model":
+    raise CheckpointError(f"{path}: holds a {kind}, a reward model is needed")
+  return config, params

@@ -1,0 +1,79 @@
+"""Rollouts for online training: sample responses with the compiled sampler on the current
+params, then score them (reward model, gold reward) and recompute what the losses need.
+
+Layout: ``sequence [B, P + N]`` = left-padded prompt then right-padded response. Every
+per-token array below is ``[B, N]`` over the response columns; entry t belongs to the
+decision that produced response token t (made at sequence position P + t - 1).
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxalign.models import ScalarHead, Transformer, TransformerConfig, ValueModel
+from jaxalign.ops import entropy_from_logits, token_logprobs
+from jaxalign.sampling import generate
+
+
+@flax.struct.dataclass
+class Rollout:
+  prompt_tokens: jax.Array     # [B, P] left-padded
+  prompt_mask: jax.Array       # [B, P]
+  sequence: jax.Array          # [B, P + N]
+  sequence_mask: jax.Array     # [B, P + N]
+  response_mask: jax.Array     # [B, N]
+  sampler_logps: jax.Array     # [B, N] at the sampling temperature (PPO's old log-probs)
+  policy_logps: jax.Array      # [B, N] at temperature 1 (for the KL penalty)
+  has_eos: jax.Array           # [B]
+
+
+def response_logits(config: TransformerConfig, params, sequence, sequence_mask, P: int,
+                    return_hidden: bool = False):
+  """Logits ``[B, N, V]`` that scored each response token (and the hidden states there)."""
+  out = Transformer(config).apply({"params": params}, sequence, attention_mask=sequence_mask,
+                                  return_hidden=return_hidden)
+  if return_hidden:
+    logits, hidden = out
+    return logits[:, P - 1:-1], hidden[:, P - 1:-1]
+  return out[:, P - 1:-1]
+
+
+def response_logps(config, params, sequence, sequence_mask, P: int, temperature: float = 1.0):
+  """Log-probs ``[B, N]`` of the response tokens under ``params``."""
+  logits = response_logits(config, params, sequence, sequence_mask, P)
+  return token_logprobs(logits, sequence[:, P:], temperature)
+
+
+def policy_value_outputs(config, params, sequence, sequence_mask, P: int, temperature: float):
+  """(log-probs at ``temperature``, entropies, values), each ``[B, N]``.
+
+  ``params = {"policy": ..., "value": ...}``; the value is a head on the policy's backbone
+  when ``params["value"]`` holds only ``{"head": ...}``, else a separate ``ValueModel``.
+  """
+  shared = set(params["value"]) == {"head"}
+  logits, hidden = response_logits(config, params["policy"], sequence, sequence_mask, P,
+                                   return_hidden=True)
+  logps = token_logprobs(logits, sequence[:, P:], temperature)
+  entropies = entropy_from_logits(logits, temperature)
+  if shared:
+    values = ScalarHead(zero_init=True).apply({"params": params["value"]["head"]}, hidden)
+  else:
+    values = ValueModel(config).apply({"params": params["value"]}, sequence,
+                                      sequence_mask)[:, P - 1:-1]
+  return logps, entropies, values
+
+
+def sample_rollout(config: TransformerConfig, policy_params, prompt_tokens, prompt_mask, rng, *,
+                   max_new_tokens: int, temperature: float, eos_id: int,
+                   pad_id: int = 0) -> Rollout:
+  """Samples one response per prompt with the compiled sampler."""
+  out = generate(config, policy_params, prompt_tokens, prompt_mask, rng,
+                 max_new_tokens=max_new_tokens, temperature=temperature, eos_id=eos_id,
+                 pad_id=pad_id, return_sequence=True)
+  has_eos = jnp.any((out.tokens == eos_id) & (out.response_mask > 0), axis=1)
+  return Rollout(prompt_tokens=jnp.asarray(prompt_tokens), prompt_mask=jnp.asarray(prompt_mask),
+                 sequence=out.sequence, sequence_mask=out.sequence_mask,
+                 response_mask=out.response_mask, sampler_logps=out.tempered_logprobs,
+                 policy_logps=out.logprobs, has_eos=has_eos)

@@ -1,0 +1,168 @@
+"""Two processes x 4 CPU devices, joined by ``jax.distributed`` over gloo, train DPO through
+the real entry point (``python -m jaxalign.cli.main train dpo``) on one 8-device mesh,
+checkpoint, stop, resume in a second launch, and end with the params of a single-process
+8-device run of the same seed.
+
+What this covers of the multi-host path: ``initialize_distributed`` from the
+``JAXALIGN_*`` environment (``JAXALIGN_CPU_COLLECTIVES=gloo`` set before initialize); each
+process feeding only its own rows of every global batch (``BatchIterator`` +
+``make_array_from_process_local_data``); the cached reference log-probs and the eval batches
+placed as global arrays; orbax saving and restoring with both processes taking part, onto a
+different mesh shape (the resumed launch uses ``fsdp=8``, so FSDP shards span the two
+processes); the final params gathered across processes before process 0 writes ``model/``;
+only process 0 writing config, metrics and eval files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxalign.models import load_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIRST_STEPS, TOTAL_STEPS, EVERY = 6, 10, 3
+TIMEOUT_S = 240
+# Mesh of the first launch and of the single-process reference; the resumed launch uses
+# RESUME_MESH (a checkpoint restores onto any mesh shape).
+MESH = {"mesh.data": 2, "mesh.fsdp": 4}
+RESUME_MESH = {"mesh.data": 1, "mesh.fsdp": 8}
+# AdamW, but with eps well above the float noise of near-zero gradients: with eps=1e-8 an
+# entry whose gradient is ~1e-9 of reduction-order noise moves by +-lr per step, which says
+# nothing about distributed correctness (same reasoning as tests/training/test_step_invariance).
+SETTINGS = {"loop.checkpoint_every": EVERY, "loop.log_every": 1, "model.num_layers": 1,
+            "data.batch_size": 32,
+            "data.num_train": 128, "data.num_eval": 32, "data.eval_batch_size": 32,
+            "optimizer.learning_rate": 1e-3, "optimizer.eps": 1e-3}
+
+
+def _gloo_available() -> str | None:
+  try:
+    from jax._src.lib import _jax
+  except ImportError as error:
+    return f"cannot import jaxlib's _jax: {error}"
+  if not hasattr(_jax, "make_gloo_tcp_collectives"):
+    return f"jaxlib {jax.__version__} was built without gloo CPU collectives"
+  return None
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _command(output_dir, steps: int, mesh: dict) -> list[str]:
+  settings = dict(SETTINGS, **mesh, **{"loop.steps": steps})
+  command = [sys.executable, "-m", "jaxalign.cli.main", "train", "dpo", "--no-progress",
+             "--output-dir", str(output_dir)]
+  for key, value in settings.items():
+    command += ["--set", f"{key}={value}"]
+  return command
+
+
+def _env(devices: int, **extra) -> dict:
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAXALIGN_")}
+  # The children share the tests' persistent compilation cache (tests/conftest.py).
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir or "")
+  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **extra)
+  return {k: v for k, v in env.items() if v != ""}
+
+
+def _start(command, env) -> subprocess.Popen:
+  return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _finish(processes: list[subprocess.Popen], what: str) -> list[str]:
+  """Waits for all (killing every one if any hangs); the stdout of each; fails with the
+  stderr tails if one exits non-zero."""
+  deadline = time.time() + TIMEOUT_S
+  outputs, failed = [], []
+  for index, process in enumerate(processes):
+    try:
+      out, err = process.communicate(timeout=max(deadline - time.time(), 1))
+    except subprocess.TimeoutExpired:
+      for p in processes:
+        p.kill()
+      out, err = process.communicate()
+      failed.append(f"process {index} timed out after {TIMEOUT_S}s\n{err[-3000:]}")
+      break
+    outputs.append(out)
+    if process.returncode != 0:
+      failed.append(f"process {index} exited {process.returncode}\n{err[-3000:]}")
+  assert not failed, f"{what}:\n" + "\n".join(failed)
+  return outputs
+
+
+def _two_processes(output_dir, steps: int, mesh: dict) -> list[subprocess.Popen]:
+  address = f"127.0.0.1:{_free_port()}"
+  return [_start(_command(output_dir, steps, mesh),
+                 _env(4, JAXALIGN_COORDINATOR_ADDRESS=address, JAXALIGN_NUM_PROCESSES="2",
+                      JAXALIGN_PROCESS_ID=str(i), JAXALIGN_CPU_COLLECTIVES="gloo"))
+          for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  reason = _gloo_available()
+  if reason:
+    pytest.skip(reason)
+  root = tmp_path_factory.mktemp("multiprocess")
+  multi, single = root / "two_processes", root / "one_process"
+  # The reference runs alongside the first launch (the gloo processes wait on each other).
+  reference = _start(_command(single, TOTAL_STEPS, MESH), _env(8))
+  first = _finish(_two_processes(multi, FIRST_STEPS, MESH), "first launch")
+  second = _finish(_two_processes(multi, TOTAL_STEPS, RESUME_MESH), "resumed launch")
+  _finish([reference], "single-process reference")
+  return {"multi": multi, "single": single, "first": first, "second": second}
+
+
+def _metrics(path) -> list[dict]:
+  with open(path / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_resumes_from_the_checkpoint_of_the_first_launch(runs):
+  assert "resumed from step" not in runs["first"][0]
+  assert f"resumed from step {FIRST_STEPS}" in runs["second"][0]
+  assert "resumed from step" not in runs["second"][1], "only process 0 prints"
+  steps = sorted(int(name) for name in os.listdir(runs["multi"] / "checkpoints")
+                 if name.isdigit())
+  assert FIRST_STEPS in steps and TOTAL_STEPS in steps
+
+
+def test_final_params_equal_the_single_process_run(runs):
+  _, expected, _ = load_model(str(runs["single"] / "model"))
+  _, actual, _ = load_model(str(runs["multi"] / "model"))
+  paths = jax.tree_util.tree_leaves_with_path(expected)
+  assert len(paths) == len(jax.tree_util.tree_leaves(actual))
+  for (path, a), b in zip(paths, jax.tree_util.tree_leaves(actual)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_train_and_eval_metrics_match_and_only_process_0_wrote_them(runs):
+  multi, single = _metrics(runs["multi"]), _metrics(runs["single"])
+  train = lambda rows: [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+  # Each step logged once (process 0 only; the resumed launch appends steps 7..10).
+  assert [s for s, _ in train(multi)] == list(range(1, TOTAL_STEPS + 1))
+  np.testing.assert_allclose([l for _, l in train(multi)], [l for _, l in train(single)],
+                             atol=1e-5)
+  with open(runs["multi"] / "eval.json") as f:
+    got = json.load(f)
+  with open(runs["single"] / "eval.json") as f:
+    want = json.load(f)
+  assert got.keys() == want.keys() and "eval/rewards/accuracies" in got
+  for key in want:
+    assert abs(got[key] - want[key]) < 1e-4, key
