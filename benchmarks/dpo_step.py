@@ -33,6 +33,7 @@ and over the timed steps only (peak reset after set-up, where the kernel allows 
 Usage:
   .venv/bin/python -m benchmarks.dpo_step [--reps 3] [--steps 2] [--warmup 1]
       [--only ours-ref trl-ref ...] [--trl-ckpt] [--rounds 1] [--out results/dpo_step.json]
+      [--ours-xla-flags "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"]
 A quick check: --reps 1 --steps 1. A full run (--reps 3 --steps 2) takes about 8 minutes.
 """
 
@@ -198,13 +199,16 @@ def _time(fn, reps):
   return _stats(times)
 
 
-def _cost_flops(jitted, *args):
+def _cost(jitted, *args):
+  """XLA's FLOP count and temporary-buffer size (MiB) of the compiled program."""
   try:
-    cost = jitted.lower(*args).compile().cost_analysis()
+    compiled = jitted.lower(*args).compile()
+    cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan")))
+    temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    return float(cost.get("flops", float("nan"))), temp
   except Exception as e:  # cost analysis is best effort
-    return f"unavailable: {type(e).__name__}: {e}"
+    return f"unavailable: {type(e).__name__}: {e}", None
 
 
 def worker_profile(spec):
@@ -281,9 +285,9 @@ def worker_profile(spec):
   # XLA's own FLOP count for the two steps (includes the attention scores, the LM head on
   # every position and the chunked LM head's recomputation)
   step = make_train_step(objective, donate=False)
-  out["xla_flops_step_cached"] = _cost_flops(step, holder[0], cached)
+  out["xla_flops_step_cached"], out["xla_temp_mib_step_cached"] = _cost(step, holder[0], cached)
   ref_state = holder[0].replace(ref_params=params)
-  out["xla_flops_step_ref"] = _cost_flops(step, ref_state, batch)
+  out["xla_flops_step_ref"], out["xla_temp_mib_step_ref"] = _cost(step, ref_state, batch)
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
   out["nominal_flops_step_cached"] = 6 * n_params * TOKENS_PER_STEP
   out["nominal_flops_step_ref"] = 8 * n_params * TOKENS_PER_STEP
@@ -407,11 +411,13 @@ def _spec(name, args, model, data):
   return spec
 
 
-def _run_child(spec, timeout):
+def _run_child(spec, timeout, xla_flags=None):
   with tempfile.TemporaryDirectory(prefix="dpo_step_") as tmp:
     result, log = os.path.join(tmp, "result.json"), os.path.join(tmp, "stderr.txt")
     env = dict(os.environ, HF_DATASETS_CACHE=os.path.join(tmp, "datasets"),
                TQDM_DISABLE="1", TRANSFORMERS_VERBOSITY="error")
+    if xla_flags and spec["worker"] != "trl":
+      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
     cmd = [sys.executable, "-m", "benchmarks.dpo_step", "--worker", json.dumps(spec),
            "--result", result]
     t0 = time.perf_counter()
@@ -490,6 +496,9 @@ def main():
   parser.add_argument("--chunk-size", type=int, default=128, help="our LM-head chunk size")
   parser.add_argument("--threads", type=int, default=2, help="torch threads")
   parser.add_argument("--timeout", type=int, default=900, help="per child, seconds")
+  parser.add_argument("--ours-xla-flags", default="",
+                      help="XLA_FLAGS for our workers only, e.g. "
+                      "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED")
   parser.add_argument("--out", default="results/dpo_step.json")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -524,7 +533,8 @@ def main():
   for rnd in range(args.rounds):
     for name in names:
       print(f"[round {rnd}] {name} ...", flush=True)
-      runs[name].append(_run_child(_spec(name, args, path, data), args.timeout))
+      runs[name].append(_run_child(_spec(name, args, path, data), args.timeout,
+                                   args.ours_xla_flags))
   results = {name: _merge(r) if name != "profile" else r[-1] for name, r in runs.items()}
 
   profile = results.get("profile", {})
@@ -570,7 +580,8 @@ def main():
       xla, nominal = profile.get(f"xla_flops_step_{kind}"), profile[f"nominal_flops_step_{kind}"]
       if isinstance(xla, float):
         print(f"  XLA cost analysis, step ({kind}): {xla / 1e9:.0f} GFLOP vs nominal "
-              f"{nominal / 1e9:.0f} GFLOP")
+              f"{nominal / 1e9:.0f} GFLOP (XLA counts the chunked LM head's loop body once);"
+              f" XLA temporaries {profile[f'xla_temp_mib_step_{kind}']:.0f} MiB")
 
   ratios = {
       "ours-ref / trl-ref": _ratio(results, "ours-ref", "trl-ref"),
@@ -598,7 +609,8 @@ def main():
                          "tokens_per_step": TOKENS_PER_STEP, "beta": BETA, "lr": LR,
                          "dtype": "float32", "warmup": args.warmup, "reps": args.reps,
                          "steps_per_rep": args.steps, "rounds": args.rounds,
-                         "chunk_size": args.chunk_size, "torch_threads": args.threads},
+                         "chunk_size": args.chunk_size, "torch_threads": args.threads,
+                         "ours_xla_flags": args.ours_xla_flags or os.environ.get("XLA_FLAGS")},
                "machine": header, "results": results, "ratios": ratios, "targets": target},
               f, indent=1)
   print(f"wrote {args.out}")

@@ -1,9 +1,10 @@
 """``jaxalign demo``: the built-in end-to-end job on the synthetic task (a few CPU minutes).
 
 SFT a tiny reference policy on the synthetic language, train a reward model on gold-labelled
-pairs, then DPO and IPO from the reference; evaluate each policy's gold reward and KL to the
-reference on held-out prompts, and the explicit (reward model) and implicit
-(beta * log pi / pi_ref) reward accuracy on held-out pairs. Prints a table and saves a plot.
+pairs, then from the reference: offline DPO and IPO, online (iterative) DPO labelled by the
+reward model, and PPO against the reward model. Evaluate each policy's gold reward and KL to
+the reference on held-out prompts, and the explicit (reward model) and implicit
+(beta * log pi / pi_ref) reward accuracy on held-out pairs. Prints a table, saves a plot.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class DemoConfig:
   num_eval_prompts: int = 256
   seed: int = 0
   losses: tuple = (("dpo", 0.1), ("ipo", 0.1))
+  online_dpo_steps: int = 60        # 0 skips the online DPO stage
+  ppo_iterations: int = 30          # 0 skips the PPO stage
 
 
 def _stage(demo: DemoConfig, name: str, overrides: list[str]) -> dict:
@@ -58,12 +61,30 @@ def run_demo(demo: DemoConfig = DemoConfig()) -> dict:
                                      f"loop.steps={demo.dpo_steps}", f"model.init_from={sft_dir}",
                                      "optimizer.learning_rate=1e-3"])
     results[loss] = {"implicit_accuracy": evaluation["eval/rewards/accuracies"]}
+  rm_dir = os.path.join(out, "rm", "model")
+  if demo.online_dpo_steps:
+    print(f"[3/4] online DPO labelled by the reward model ({demo.online_dpo_steps} steps)")
+    evaluation = _stage(demo, "online_dpo", [
+        "task=online-dpo", f"loop.steps={demo.online_dpo_steps}", f"model.init_from={sft_dir}",
+        "optimizer.learning_rate=1e-3", f"online.reward_model={rm_dir}",
+        "online.refresh_every=10", "online.samples_per_prompt=4",
+        "online.prompts_per_refresh=128", "online.reference=previous_iterate"])
+    results["online_dpo"] = {"implicit_accuracy": evaluation["eval/rewards/accuracies"]}
+  if demo.ppo_iterations:
+    print(f"[3/4] PPO against the reward model ({demo.ppo_iterations} iterations)")
+    from jaxalign.training.ppo_run import run_ppo
+    run_ppo(load_config(RunConfig, None, [
+        "task=ppo", f"output_dir={os.path.join(out, 'ppo')}", f"seed={demo.seed}",
+        f"loop.steps={demo.ppo_iterations}", "loop.log_every=10", f"model.init_from={sft_dir}",
+        f"online.reward_model={rm_dir}", "optimizer.learning_rate=1.5e-4",
+        "ppo.rollout_batch_size=64"]), progress=False)
+    results["ppo"] = {}
   print("[4/4] sampling held-out prompts from every policy")
   task = synthetic_task(load_config(RunConfig))
   prompts = task.prompt_rows(demo.num_eval_prompts, seed=99)
   batch = prompts.batch(np.arange(len(prompts)), prompts.max_length)
   config, ref_params, _ = load_model(sft_dir)
-  rm_config, rm_params, _ = load_model(os.path.join(out, "rm", "model"))
+  rm_config, rm_params, _ = load_model(rm_dir)
   for name in results:
     _, params, _ = load_model(os.path.join(out, name, "model"))
     results[name].update(sample_and_score(
@@ -80,12 +101,12 @@ def run_demo(demo: DemoConfig = DemoConfig()) -> dict:
 
 
 def format_table(results: dict) -> str:
-  header = (f"{'policy':<8} {'gold reward':>11} {'KL to ref':>9} {'RM score':>8} "
+  header = (f"{'policy':<10} {'gold reward':>11} {'KL to ref':>9} {'RM score':>8} "
             f"{'length':>6} {'RM acc':>6} {'implicit acc':>12}")
   lines = [header, "-" * len(header)]
   for name, r in results.items():
     fmt = lambda key: f"{r[key]:.3f}" if key in r else "-"
-    lines.append(f"{name:<8} {fmt('gold_reward'):>11} {fmt('kl'):>9} {fmt('rm_score'):>8} "
+    lines.append(f"{name:<10} {fmt('gold_reward'):>11} {fmt('kl'):>9} {fmt('rm_score'):>8} "
                  f"{r.get('length', float('nan')):>6.1f} {fmt('explicit_rm_accuracy'):>6} "
                  f"{fmt('implicit_accuracy'):>12}")
   return "\n".join(lines)

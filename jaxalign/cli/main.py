@@ -88,7 +88,8 @@ def _demo(args) -> int:
   demo = DemoConfig(output_dir=args.output_dir, seed=args.seed)
   if args.quick:
     demo = DemoConfig(output_dir=args.output_dir, seed=args.seed, sft_steps=40, rm_steps=20,
-                      dpo_steps=20, num_eval_prompts=64)
+                      dpo_steps=20, num_eval_prompts=64, online_dpo_steps=20,
+                      ppo_iterations=5)
   run_demo(demo)
   return 0
 

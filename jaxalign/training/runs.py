@@ -113,6 +113,18 @@ def _tokens_per_batch(run: RunConfig, rows) -> int:
   return int(per_row * run.data.batch_size)
 
 
+def _build_rows(run: RunConfig, split: str, main: bool):
+  """``setup.build_rows``; with data files on several processes, process 0 builds the TFDS
+  dataset under ``output_dir/tfds`` first and the others then reuse it (shared storage such
+  as gs://) or build their own copy (a disk per host), instead of all racing to write it."""
+  if run.data.source != "files" or jax.process_count() == 1:
+    return setup.build_rows(run, split)
+  from jax.experimental import multihost_utils
+  result = setup.build_rows(run, split) if main else None
+  multihost_utils.sync_global_devices(f"jaxalign: {split} dataset built")
+  return result if main else setup.build_rows(run, split)
+
+
 def run_training(run: RunConfig, progress: bool = True) -> dict:
   """Trains per ``run``; resumes from ``output_dir/checkpoints`` if present. Returns the
   final eval metrics."""
@@ -128,13 +140,15 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
   if refreshing:  # pairs come from the policy; the prompts are the data
     train_rows, train_report = setup.build_prompt_rows(run, "train", run.online.max_new_tokens)
   else:
-    train_rows, train_report = setup.build_rows(run, "train")
-  eval_rows, eval_report = setup.build_rows(run, "eval")
+    train_rows, train_report = _build_rows(run, "train", main)
+  eval_rows, eval_report = _build_rows(run, "eval", main)
   if main:
     with open(os.path.join(run.output_dir, "data_report.json"), "w") as f:
       json.dump({"train": train_report.to_dict(), "eval": eval_report.to_dict()}, f, indent=2)
-    print(f"data: train {len(train_rows)} rows ({train_report.summary()}); "
-          f"eval {len(eval_rows)} rows ({eval_report.summary()})")
+    describe = lambda rows, report: (f"{len(rows)} rows" + (f" ({report.summary()})"
+                                                            if report.num_rows else ""))
+    print(f"data: train {describe(train_rows, train_report)}; "
+          f"eval {describe(eval_rows, eval_report)}")
 
   config, policy = setup.load_policy(run, setup.vocab_overrides(run))
   objective = make_objective(run, config)

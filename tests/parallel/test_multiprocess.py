@@ -1,10 +1,12 @@
 """Two processes x 4 CPU devices, joined by ``jax.distributed`` over gloo, train DPO through
-the real entry point (``python -m jaxalign.cli.main train dpo``) on one 8-device mesh,
-checkpoint, stop, resume in a second launch, and end with the params of a single-process
-8-device run of the same seed.
+the real entry point (``python -m jaxalign.cli.main train dpo``) on one 8-device mesh, from
+JSONL preference files, checkpoint, stop, resume in a second launch, and end with the params
+of a single-process 8-device run of the same seed.
 
 What this covers of the multi-host path: ``initialize_distributed`` from the
-``JAXALIGN_*`` environment (``JAXALIGN_CPU_COLLECTIVES=gloo`` set before initialize); each
+``JAXALIGN_*`` environment (``JAXALIGN_CPU_COLLECTIVES=gloo`` set before initialize); the
+TFDS dataset built once under the shared output dir (process 0 first, then the others reuse
+it); each
 process feeding only its own rows of every global batch (``BatchIterator`` +
 ``make_array_from_process_local_data``); the cached reference log-probs and the eval batches
 placed as global arrays; orbax saving and restoring with both processes taking part, onto a
@@ -39,9 +41,8 @@ RESUME_MESH = {"mesh.data": 1, "mesh.fsdp": 8}
 # entry whose gradient is ~1e-9 of reduction-order noise moves by +-lr per step, which says
 # nothing about distributed correctness (same reasoning as tests/training/test_step_invariance).
 SETTINGS = {"loop.checkpoint_every": EVERY, "loop.log_every": 1, "model.num_layers": 1,
-            "data.batch_size": 32,
-            "data.num_train": 128, "data.num_eval": 32, "data.eval_batch_size": 32,
-            "optimizer.learning_rate": 1e-3, "optimizer.eps": 1e-3}
+            "data.source": "files", "data.max_length": 64, "data.batch_size": 32,
+            "data.eval_batch_size": 32, "optimizer.learning_rate": 1e-3, "optimizer.eps": 1e-3}
 
 
 def _gloo_available() -> str | None:
@@ -60,8 +61,19 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _command(output_dir, steps: int, mesh: dict) -> list[str]:
-  settings = dict(SETTINGS, **mesh, **{"loop.steps": steps})
+def _write_pairs(path, count: int, seed: int) -> str:
+  """Arithmetic preference pairs (byte-level tokenizer: no tokenizer files needed)."""
+  rng = np.random.default_rng(seed)
+  with open(path, "w") as f:
+    for a, b, wrong in zip(rng.integers(0, 100, count), rng.integers(0, 100, count),
+                           rng.integers(1, 10, count)):
+      f.write(json.dumps({"prompt": f"What is {a}+{b}?", "chosen": f" {a + b}.",
+                          "rejected": f" {a + b + wrong}."}) + "\n")
+  return str(path)
+
+
+def _command(output_dir, steps: int, mesh: dict, files: dict) -> list[str]:
+  settings = dict(SETTINGS, **files, **mesh, **{"loop.steps": steps})
   command = [sys.executable, "-m", "jaxalign.cli.main", "train", "dpo", "--no-progress",
              "--output-dir", str(output_dir)]
   for key, value in settings.items():
@@ -105,9 +117,9 @@ def _finish(processes: list[subprocess.Popen], what: str) -> list[str]:
   return outputs
 
 
-def _two_processes(output_dir, steps: int, mesh: dict) -> list[subprocess.Popen]:
+def _two_processes(output_dir, steps: int, mesh: dict, files: dict) -> list[subprocess.Popen]:
   address = f"127.0.0.1:{_free_port()}"
-  return [_start(_command(output_dir, steps, mesh),
+  return [_start(_command(output_dir, steps, mesh, files),
                  _env(4, JAXALIGN_COORDINATOR_ADDRESS=address, JAXALIGN_NUM_PROCESSES="2",
                       JAXALIGN_PROCESS_ID=str(i), JAXALIGN_CPU_COLLECTIVES="gloo"))
           for i in range(2)]
@@ -120,10 +132,12 @@ def runs(tmp_path_factory):
     pytest.skip(reason)
   root = tmp_path_factory.mktemp("multiprocess")
   multi, single = root / "two_processes", root / "one_process"
+  files = {"data.train_file": _write_pairs(root / "train.jsonl", 128, seed=0),
+           "data.eval_file": _write_pairs(root / "eval.jsonl", 32, seed=1)}
   # The reference runs alongside the first launch (the gloo processes wait on each other).
-  reference = _start(_command(single, TOTAL_STEPS, MESH), _env(8))
-  first = _finish(_two_processes(multi, FIRST_STEPS, MESH), "first launch")
-  second = _finish(_two_processes(multi, TOTAL_STEPS, RESUME_MESH), "resumed launch")
+  reference = _start(_command(single, TOTAL_STEPS, MESH, files), _env(8))
+  first = _finish(_two_processes(multi, FIRST_STEPS, MESH, files), "first launch")
+  second = _finish(_two_processes(multi, TOTAL_STEPS, RESUME_MESH, files), "resumed launch")
   _finish([reference], "single-process reference")
   return {"multi": multi, "single": single, "first": first, "second": second}
 
@@ -134,6 +148,8 @@ def _metrics(path) -> list[dict]:
 
 
 def test_resumes_from_the_checkpoint_of_the_first_launch(runs):
+  assert "data: train 128 rows" in runs["first"][0]
+  assert "data:" not in runs["first"][1], "only process 0 prints"
   assert "resumed from step" not in runs["first"][0]
   assert f"resumed from step {FIRST_STEPS}" in runs["second"][0]
   assert "resumed from step" not in runs["second"][1], "only process 0 prints"
