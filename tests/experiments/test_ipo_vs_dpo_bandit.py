@@ -17,9 +17,9 @@ def test_closed_forms(tau):
                              weights / weights.sum(), rtol=1e-10)
   two = experiment.ipo_fixed_point(experiment.TWO_ACTIONS, tau, 2)
   np.testing.assert_allclose(two[0], 1 / (1 + np.exp(-1 / (2 * tau))), rtol=1e-10)
-  # tau = 0.1 by hand: pi(a) = e^{10/3} / (e^{10/3} + 1 + e^{-10/3}) = 0.96435
+  # tau = 0.1 by hand: pi(a) = e^{10/3} / (e^{10/3} + 1 + e^{-10/3}) = 0.96437
   if tau == 0.1:
-    np.testing.assert_allclose(weights[0] / weights.sum(), 0.96435, atol=1e-5)
+    np.testing.assert_allclose(weights[0] / weights.sum(), 0.96437, atol=1e-5)
 
 
 def test_reduced_run(tmp_path):

@@ -21,7 +21,7 @@ def test_linear_bandit_features_and_optimum():
 
 def test_neural_bandit_best_action_does_not_depend_on_the_state():
   bandit = experiment.make_bandit("neural", jax.random.key(0))
-  rewards = bandit.true_rewards(_neural_bandit.sample_states(jax.random.key(1), 256))
+  rewards = jax.jit(bandit.true_rewards)(_neural_bandit.sample_states(jax.random.key(1), 256))
   assert rewards.shape == (256, 10)
   assert (rewards.argmax(-1) == rewards[0].argmax()).all()
 

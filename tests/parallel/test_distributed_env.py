@@ -14,8 +14,11 @@ ALL_ENV = (ADDRESS, COUNT, INDEX, "JAXALIGN_CPU_COLLECTIVES", "TPU_WORKER_HOSTNA
 
 @pytest.fixture
 def env(monkeypatch):
+  """No JAXALIGN_* / TPU variables and no TPU chips on the bus (hermetic on any host)."""
+  from jax._src import hardware_utils
   for name in ALL_ENV:
     monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(hardware_utils, "num_available_tpu_chips_and_device_id", lambda: (0, None))
   return monkeypatch
 
 
@@ -75,7 +78,7 @@ def test_bad_values_are_errors(env, count, index, fragment):
   env.setenv(ADDRESS, "h:1")
   env.setenv(COUNT, count)
   env.setenv(INDEX, index)
-  with pytest.raises(ValueError, match=None) as error:
+  with pytest.raises(ValueError) as error:
     distributed_settings()
   assert fragment in str(error.value)
 
@@ -106,5 +109,12 @@ def test_initialize_partial_environment_fails_before_touching_jax(calls, env):
 
 def test_cloud_tpu_auto_detects(calls, env):
   env.setenv("TPU_ACCELERATOR_TYPE", "v4-8")
+  initialize_distributed()
+  assert calls == [("initialize", (), {})]
+
+
+def test_tpu_vm_without_variables_is_detected_from_the_hardware(calls, env):
+  from jax._src import hardware_utils
+  env.setattr(hardware_utils, "num_available_tpu_chips_and_device_id", lambda: (4, 5))
   initialize_distributed()
   assert calls == [("initialize", (), {})]

@@ -2,11 +2,7 @@
 adaptive KL controller, and kill-and-resume."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +14,7 @@ from jaxalign.training import setup
 from jaxalign.training.ppo import Experience, ppo_loss, ppo_minibatch_step
 from jaxalign.training.ppo_run import init_ppo_state, run_ppo
 from jaxalign.training.rollout import sample_rollout
+from tests.training import subprocess_runs
 
 
 def _run(sft_and_rm, output_dir, *overrides):
@@ -100,19 +97,11 @@ def test_ppo_kill_and_resume_is_bit_identical(sft_and_rm, tmp_path):
             "--set", f"online.reward_model={sft_and_rm['rm']}", "--set", "loop.steps=12",
             "--set", "loop.checkpoint_every=2", "--set", "ppo.rollout_batch_size=32",
             "--set", "optimizer.learning_rate=1e-4"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  subprocess.run(command(tmp_path / "full"), check=True, env=env, capture_output=True)
-  process = subprocess.Popen(command(tmp_path / "killed"), env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  marker = tmp_path / "killed" / "checkpoints" / "4"
-  deadline = time.time() + 300
-  while not marker.exists() and process.poll() is None and time.time() < deadline:
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
+  subprocess_runs.run(command(tmp_path / "full"))
+  killed = tmp_path / "killed"
+  subprocess_runs.kill_after(command(killed), killed / "checkpoints" / "4")
   assert not (tmp_path / "killed" / "model").exists()
-  resumed = subprocess.run(command(tmp_path / "killed"), check=True, env=env,
-                           capture_output=True, text=True)
+  resumed = subprocess_runs.run(command(tmp_path / "killed"))
   assert "resumed from step" in resumed.stdout
   _, a, _ = load_model(str(tmp_path / "full" / "model"))
   _, b, _ = load_model(str(tmp_path / "killed" / "model"))

@@ -1,11 +1,7 @@
 """Checkpoints: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted
 run of the same seed; a checkpoint restores onto a different mesh shape."""
 
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -16,6 +12,7 @@ from jaxalign.models import init_params, load_model, tiny_gpt2
 from jaxalign.parallel import MeshConfig, make_mesh, shard_params
 from jaxalign.training.optim import OptimizerConfig, make_optimizer
 from jaxalign.training.state import TrainState
+from tests.training import subprocess_runs
 
 STEPS = 40
 
@@ -29,28 +26,13 @@ def _command(output_dir):
           "--set", "optimizer.learning_rate=1e-3"]
 
 
-def _env():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-  return env
-
-
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
   reference = tmp_path / "uninterrupted"
-  subprocess.run(_command(reference), check=True, env=_env(), capture_output=True)
-
+  subprocess_runs.run(_command(reference))
   killed = tmp_path / "killed"
-  process = subprocess.Popen(_command(killed), env=_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  checkpoint = killed / "checkpoints" / "8"
-  deadline = time.time() + 300
-  while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
+  subprocess_runs.kill_after(_command(killed), killed / "checkpoints" / "8")
   assert not (killed / "model").exists(), "the run finished before it could be killed"
-  resumed = subprocess.run(_command(killed), check=True, env=_env(), capture_output=True,
-                           text=True)
+  resumed = subprocess_runs.run(_command(killed))
   assert "resumed from step" in resumed.stdout
 
   _, expected, _ = load_model(str(reference / "model"))
