@@ -34,7 +34,8 @@ Usage:
   .venv/bin/python -m benchmarks.dpo_step [--reps 3] [--steps 2] [--warmup 1]
       [--only ours-ref trl-ref ...] [--trl-ckpt] [--rounds 1] [--out results/dpo_step.json]
       [--ours-xla-flags "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"]
-A quick check: --reps 1 --steps 1. A full run (--reps 3 --steps 2) takes about 8 minutes.
+A quick check: --reps 1 --steps 1 (about 5 minutes quiet, 9 under load). A full run
+(--reps 3 --steps 2) should take about 8 minutes on a quiet machine; load stretches it.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def worker_ours(spec):
     state, metrics = step(state, batches[i])
     losses.append(float(jax.block_until_ready(metrics["loss"])))
   out["warmup_seconds_incl_compile"] = time.perf_counter() - t0
+  out["matmul_seconds"] = _matmul_seconds()
   setup_peak = rss_mb()["peak"]
   out["peak_reset"] = reset_peak_rss()
   loads, reps_s = [], []
@@ -199,6 +201,17 @@ def _time(fn, reps):
   return _stats(times)
 
 
+def _matmul_seconds(reps=5):
+  """Seconds of a [2048,512]x[512,2048] f32 jnp.dot (the machine's ceiling), reps times."""
+  import jax
+  import jax.numpy as jnp
+  m, k, n = MATMUL
+  x = jax.random.normal(jax.random.key(0), (m, k))
+  y = jax.random.normal(jax.random.key(1), (k, n))
+  dot = jax.jit(jnp.dot)
+  return _time(lambda: jax.block_until_ready(dot(x, y)), reps)["all"]
+
+
 def _cost(jitted, *args):
   """XLA's FLOP count and temporary-buffer size (MiB) of the compiled program."""
   try:
@@ -225,13 +238,7 @@ def worker_profile(spec):
   reps = max(spec["reps"], 2)
   block = jax.block_until_ready
   out = {}
-  m, k, n = MATMUL
-  x = jax.random.normal(jax.random.key(0), (m, k))
-  y = jax.random.normal(jax.random.key(1), (k, n))
-  dot = jax.jit(jnp.dot)
-  mm = _time(lambda: block(dot(x, y)), max(reps, 5))
-  out["matmul"] = {"shape": MATMUL, "seconds": mm,
-                   "gflops": _stats([2 * m * k * n / t / 1e9 for t in mm["all"]])}
+  out["matmul_seconds"] = _matmul_seconds()
 
   config, params, objective, tx = _setup_ours(spec)
   batch = _our_batches(_load_data(spec["data"]), 1)[0]
@@ -538,8 +545,11 @@ def main():
   results = {name: _merge(r) if name != "profile" else r[-1] for name, r in runs.items()}
 
   profile = results.get("profile", {})
-  matmul_flops = (2 * MATMUL[0] * MATMUL[1] * MATMUL[2] /
-                  profile["matmul"]["seconds"]["median"]) if "matmul" in profile else None
+  # the ceiling: every jnp.dot timing of this run (each of our workers and the profile)
+  mm_seconds = [t for r in sum(runs.values(), []) for t in r.get("matmul_seconds", [])]
+  matmul = _stats([2 * MATMUL[0] * MATMUL[1] * MATMUL[2] / t for t in mm_seconds]) \
+      if mm_seconds else None
+  matmul_flops = matmul["median"] if matmul else None
   print()
   print(f"{'config':<18} {'tokens/s (min-max)':>21} {'s/step':>7} {'GFLOP/s':>7} "
         f"{'%matmul':>6} {'peakRSS':>8} {'timedRSS':>8}   load before reps")
@@ -552,8 +562,13 @@ def main():
         "during the timed steps only)")
   if matmul_flops:
     tm = results.get("trl-ref", {}).get("torch_matmul_gflops")
-    print(f"matmul ceiling: jnp.dot {matmul_flops / 1e9:.1f} GFLOP/s"
-          + (f"; torch ({tm['n']} reps) {tm['median']:.1f} GFLOP/s" if tm else ""))
+    print(f"matmul ceiling: jnp.dot {matmul_flops / 1e9:.1f} GFLOP/s (median of "
+          f"{matmul['n']}, min {matmul['min'] / 1e9:.1f}, max {matmul['max'] / 1e9:.1f})"
+          + (f"; torch.matmul in the TRL worker {tm['median']:.1f} GFLOP/s" if tm else ""))
+  rss = {n: r["rss_after_imports_mb"] for n, r in results.items() if "rss_after_imports_mb" in r}
+  if rss:
+    print("RSS after imports (MiB, included in the peaks): "
+          + ", ".join(f"{n} {v:.0f}" for n, v in rss.items()))
   for name in ("ours-cached", "trl-cached"):
     r = results.get(name, {})
     if "precompute_ref_seconds_incl_compile" in r:
@@ -611,7 +626,8 @@ def main():
                          "steps_per_rep": args.steps, "rounds": args.rounds,
                          "chunk_size": args.chunk_size, "torch_threads": args.threads,
                          "ours_xla_flags": args.ours_xla_flags or os.environ.get("XLA_FLAGS")},
-               "machine": header, "results": results, "ratios": ratios, "targets": target},
+               "machine": header, "matmul_flops_per_s": matmul, "results": results,
+               "ratios": ratios, "targets": target},
               f, indent=1)
   print(f"wrote {args.out}")
   shutil.rmtree(path, ignore_errors=True)
