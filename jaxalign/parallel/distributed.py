@@ -21,8 +21,18 @@ _initialized = False
 
 
 def _on_cloud_tpu() -> bool:
-  return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID")
-              or os.environ.get("TPU_ACCELERATOR_TYPE"))
+  """TPU environment variables (GKE and some images set them) or, on a plain TPU VM where an
+  ssh shell has none, TPU chips on the PCI bus (the check JAX itself makes at start-up; it
+  reads /sys and touches no backend)."""
+  if (os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID")
+      or os.environ.get("TPU_ACCELERATOR_TYPE")):
+    return True
+  try:
+    from jax._src import hardware_utils
+    chips, _ = hardware_utils.num_available_tpu_chips_and_device_id()
+  except Exception:  # a private helper: if it moves, fall back to the variables above
+    return False
+  return chips > 0
 
 
 def _env_int(name: str) -> int | None:

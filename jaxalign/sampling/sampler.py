@@ -75,7 +75,7 @@ def _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperatur
 def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng, *,
              max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_id: int | None = None, pad_id: int = 0,
-             return_sequence: bool = False) -> SampleOutput:
+             return_sequence: bool = False, early_exit: bool = True) -> SampleOutput:
   """Samples ``max_new_tokens`` tokens after left-padded prompts.
 
   Args:
@@ -84,6 +84,8 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
     rng: a PRNG key; the same key gives the same output.
     temperature: 0 means greedy. top_k: 0 = off. top_p: 1 = off.
     eos_id: a row stops after emitting it (None: never stops early).
+    early_exit: decode with a ``while_loop`` that stops once every row is done (same
+      output; faster when all rows finish well before the budget, see docs/sampling.md).
   """
   _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperature, top_k, top_p)
   greedy = temperature == 0
@@ -92,14 +94,15 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
                    jnp.float32(1.0 if greedy else temperature), jnp.float32(top_p),
                    max_new_tokens=max_new_tokens, greedy=greedy, top_k=int(top_k),
                    use_top_p=top_p < 1.0, eos_id=eos_id, pad_id=int(pad_id),
-                   return_sequence=return_sequence)
+                   return_sequence=return_sequence, early_exit=early_exit and eos_id is not None)
 
 
 @functools.partial(jax.jit, static_argnames=(
     "config", "max_new_tokens", "greedy", "top_k", "use_top_p", "eos_id", "pad_id",
-    "return_sequence"))
+    "return_sequence", "early_exit"))
 def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_p, *,
-              max_new_tokens, greedy, top_k, use_top_p, eos_id, pad_id, return_sequence):
+              max_new_tokens, greedy, top_k, use_top_p, eos_id, pad_id, return_sequence,
+              early_exit=False):
   model = Transformer(config)
   B, P = prompt_tokens.shape
   cache = init_cache(config, B, P + max_new_tokens - 1)
@@ -132,12 +135,15 @@ def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_
 
   keys = jax.random.split(rng, max_new_tokens)
   done = jnp.zeros((B,), bool)
-  (_, last_logits, done), (tokens, records) = jax.lax.scan(
-      step, (cache, logits[:, -1], done), keys[:-1])
-  last_token, last_record, _ = choose(last_logits, keys[-1], done)
-  tokens = jnp.concatenate([tokens, last_token[None]], axis=0).T  # [B, T_new]
-  logps, tempered, sampled, live = (
-      jnp.concatenate([r, l[None]], axis=0).T for r, l in zip(records, last_record))
+  if early_exit:
+    columns = _decode_until_done(step, choose, cache, logits[:, -1], done, keys, pad_id)
+  else:
+    (_, last_logits, done), (tokens, records) = jax.lax.scan(
+        step, (cache, logits[:, -1], done), keys[:-1])
+    last_token, last_record, _ = choose(last_logits, keys[-1], done)
+    columns = [jnp.concatenate([r, l[None]], axis=0)
+               for r, l in zip((tokens,) + records, (last_token,) + last_record)]
+  tokens, logps, tempered, sampled, live = (c.T for c in columns)  # each [B, T_new]
   response_mask = live.astype(jnp.int32)
   out = SampleOutput(tokens=tokens, logprobs=logps, tempered_logprobs=tempered,
                      sampling_logprobs=sampled, response_mask=response_mask,
@@ -146,3 +152,32 @@ def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_
     out = out.replace(sequence=jnp.concatenate([prompt_tokens, tokens], axis=1),
                       sequence_mask=jnp.concatenate([prompt_mask, response_mask], axis=1))
   return out
+
+
+def _decode_until_done(step, choose, cache, logits, done, keys, pad_id):
+  """The decode loop as a ``lax.while_loop`` that stops once every row has emitted EOS.
+
+  Same keys, same tokens as the scan; columns after the exit keep ``pad_id`` and zero
+  log-probs, exactly what the scan writes for finished rows. Returns [T_new, B] columns
+  (tokens, logprobs, tempered, sampled, live).
+  """
+  T, B = keys.shape[0], done.shape[0]
+  columns = (jnp.full((T, B), pad_id, jnp.int32),) + tuple(
+      jnp.zeros((T, B), jnp.float32) for _ in range(4))
+
+  def write(columns, i, values):
+    return tuple(c.at[i].set(v.astype(c.dtype)) for c, v in zip(columns, values))
+
+  def cond(carry):
+    i, _, _, done, _ = carry
+    return (i < T - 1) & ~jnp.all(done)
+
+  def body(carry):
+    i, cache, last_logits, done, columns = carry
+    (cache, logits, done), (token, record) = step((cache, last_logits, done), keys[i])
+    return i + 1, cache, logits, done, write(columns, i, (token,) + record)
+
+  i, _, last_logits, done, columns = jax.lax.while_loop(
+      cond, body, (jnp.int32(0), cache, logits, done, columns))
+  token, record, _ = choose(last_logits, keys[i], done)
+  return write(columns, i, (token,) + record)

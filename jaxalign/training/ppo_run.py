@@ -20,7 +20,7 @@ from jaxalign import data as D
 from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.models import ScalarHead, save_model
-from jaxalign.parallel import initialize_distributed, is_main_process
+from jaxalign.parallel import initialize_distributed, is_main_process, to_host
 from jaxalign.training import setup
 from jaxalign.training.metrics_log import MetricsLogger, to_floats
 from jaxalign.training.optim import make_optimizer
@@ -127,9 +127,9 @@ def run_ppo(run: RunConfig, progress: bool = True) -> dict:
     logger.close()
     if checkpointer:
       checkpointer.close()
+  policy_params = to_host(state.params["policy"])  # every process joins the gather
   if main:
-    save_model(os.path.join(run.output_dir, "model"), config,
-               jax.device_get(state.params["policy"]))
+    save_model(os.path.join(run.output_dir, "model"), config, policy_params)
     with open(os.path.join(run.output_dir, "eval.json"), "w") as f:
       json.dump(metrics, f, indent=2)
   return metrics

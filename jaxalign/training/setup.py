@@ -50,7 +50,15 @@ def build_rows(run: RunConfig, split: str):
   tokenizer = D.load_tokenizer(spec.tokenizer)
   tokenize = D.tokenize_sft if kind == "sft" else D.tokenize_preferences
   rows, report = tokenize(records, tokenizer, spec.max_length, on_error=spec.on_error)
-  return rows, read_report.merge(report)
+  return rows, _chain(read_report, report)
+
+
+def _chain(read: D.DataReport, tokenized: D.DataReport) -> D.DataReport:
+  """One report for reading then tokenising: rows counted once (as read), kept as
+  tokenised, skips and flags of both stages."""
+  merged = read.merge(tokenized)
+  merged.num_rows, merged.num_kept = read.num_rows, tokenized.num_kept
+  return merged
 
 
 def model_config(run: RunConfig, vocab_overrides: dict) -> TransformerConfig:
@@ -121,7 +129,7 @@ def build_prompt_rows(run: RunConfig, split: str, max_new_tokens: int):
   records, read_report = D.read_records(path, "prompt", on_error=spec.on_error)
   rows, report = D.tokenize_prompts(records, D.load_tokenizer(spec.tokenizer),
                                     spec.max_length - max_new_tokens, on_error=spec.on_error)
-  return rows, read_report.merge(report)
+  return rows, _chain(read_report, report)
 
 
 def load_reward_model(path: str | None):

@@ -103,3 +103,25 @@ def test_bad_prompts_raise():
   with pytest.raises(ValueError, match="no real token"):
     generate(config, params, prompt, np.array([[1, 1, 1, 1], [0, 0, 0, 0]]),
              jax.random.key(0), max_new_tokens=2)
+
+
+def test_early_exit_gives_the_same_output():
+  config = tiny_gpt2()
+  params = init_params(config, jax.random.key(0))
+  prompt = jax.random.randint(jax.random.key(1), (6, 5), 3, config.vocab_size)
+  mask = jnp.ones_like(prompt).at[0, :2].set(0)
+  probe = generate(config, params, prompt, mask, jax.random.key(3), max_new_tokens=12)
+  eos = int(probe.tokens[0, 2])
+  kwargs = dict(max_new_tokens=12, eos_id=eos, return_sequence=True)
+  scan = generate(config, params, prompt, mask, jax.random.key(3), **kwargs)
+  loop = generate(config, params, prompt, mask, jax.random.key(3), early_exit=True, **kwargs)
+  for a, b in zip(jax.tree_util.tree_leaves(scan), jax.tree_util.tree_leaves(loop)):
+    np.testing.assert_array_equal(a, b)
+  # Every row stops at once on the fake model (EOS right after the prompt): still equal.
+  fake_config, fake_params = fake_model(_successor_table())
+  start = np.array([[2, 3], [5, 6]])
+  outs = [generate(fake_config, fake_params, start, np.ones_like(start), jax.random.key(0),
+                   max_new_tokens=8, eos_id=7, early_exit=flag) for flag in (False, True)]
+  np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
+  np.testing.assert_array_equal(outs[1].tokens, [[4, 5, 6, 7, 0, 0, 0, 0],
+                                                 [7, 0, 0, 0, 0, 0, 0, 0]])
