@@ -304,7 +304,6 @@ def worker_profile(spec):
 # ---------------------------------------------------------------- TRL's side
 
 def worker_trl(spec):
-  import numpy as np
   import torch
   torch.set_num_threads(spec["threads"])
   import transformers

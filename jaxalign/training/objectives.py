@@ -15,6 +15,7 @@ Batches are dicts of arrays (``as_arrays`` turns the data module's dataclasses i
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -147,9 +148,11 @@ class PreferenceObjective:
     return self.loss_term({k: v for k, v in quantities.items() if v is not None})
 
 
+@functools.lru_cache(maxsize=16)
 def reference_logps_fn(objective: PreferenceObjective) -> Callable:
   """A jitted ``(ref_params, batch) -> (ref_chosen_logps, ref_rejected_logps)`` for caching
-  the reference once over a dataset (offline DPO then needs no reference pass per step)."""
+  the reference once over a dataset (offline DPO then needs no reference pass per step).
+  One compiled function per objective, reused by every refresh of an online run."""
   @jax.jit
   def compute(ref_params, batch):
     chosen, rejected, _, _ = objective.sequence_logps(ref_params, batch)

@@ -17,7 +17,7 @@ import numpy as np
 from jaxalign import data as D
 from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
-from jaxalign.models import RewardModel, ScalarHead, count_params, save_model
+from jaxalign.models import ScalarHead, count_params, save_model
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
                                shard_batch, shard_global_batch, shard_params, to_host)
 from jaxalign.training import setup
