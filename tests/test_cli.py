@@ -58,3 +58,8 @@ def test_demo_trainers_learn_on_the_synthetic_task(tmp_path):
   for stage in ("sft", "rm", "dpo"):
     assert (tmp_path / stage / "config.yaml").exists()
     assert (tmp_path / stage / "metrics.jsonl").exists()
+
+
+def test_reproduce_runs_an_experiment(tmp_path, capsys):
+  assert main(["reproduce", "ipo_vs_dpo_bandit", "--quick", "--output-dir", str(tmp_path)]) == 0
+  assert (tmp_path / "figure.png").exists() and (tmp_path / "numbers.json").exists()

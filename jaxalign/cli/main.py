@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+REPRODUCTIONS = ("ipo_vs_dpo_bandit", "dpo_ood_drift", "out_of_preference")
+
 
 def _parser() -> argparse.ArgumentParser:
   from jaxalign.training.preference_losses import LOSS_NAMES
@@ -42,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
   sample.add_argument("--top-k", type=int, default=0)
   sample.add_argument("--top-p", type=float, default=1.0)
   sample.add_argument("--seed", type=int, default=0)
+
+  reproduce = commands.add_parser(
+      "reproduce", help="run a paper reproduction from experiments/ (from the repo root)")
+  reproduce.add_argument("name", choices=REPRODUCTIONS)
+  reproduce.add_argument("args", nargs=argparse.REMAINDER,
+                         help="passed to the experiment (e.g. --quick, --output-dir DIR)")
 
   demo = commands.add_parser("demo", help="run the built-in end-to-end demo")
   demo.add_argument("--output-dir", default="runs/demo")
@@ -83,6 +91,19 @@ def _sample(args) -> int:
   return 0
 
 
+def _reproduce(args) -> int:
+  import importlib
+  if os.getcwd() not in sys.path:  # console scripts do not put the working folder on the path
+    sys.path.insert(0, os.getcwd())
+  try:
+    module = importlib.import_module(f"experiments.{args.name}")
+  except ModuleNotFoundError as error:
+    raise FileNotFoundError("the experiments/ folder is not importable: run `jaxalign "
+                            "reproduce` from the root of a jaxalign checkout") from error
+  module.main(args.args)
+  return 0
+
+
 def _demo(args) -> int:
   from jaxalign.cli.demo import DemoConfig, run_demo
   demo = DemoConfig(output_dir=args.output_dir, seed=args.seed)
@@ -96,7 +117,8 @@ def _demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  handlers = {"train": _train, "eval": _eval, "sample": _sample, "demo": _demo}
+  handlers = {"train": _train, "eval": _eval, "sample": _sample, "reproduce": _reproduce,
+              "demo": _demo}
   try:
     return handlers[args.command](args)
   except Exception as error:  # noqa: BLE001 - shown to the user, exit non-zero
