@@ -75,7 +75,8 @@ def _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperatur
 def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng, *,
              max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_id: int | None = None, pad_id: int = 0,
-             return_sequence: bool = False, early_exit: bool = True) -> SampleOutput:
+             return_sequence: bool = False, early_exit: bool = True,
+             suppress_tokens: tuple[int, ...] = ()) -> SampleOutput:
   """Samples ``max_new_tokens`` tokens after left-padded prompts.
 
   Args:
@@ -86,7 +87,13 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
     eos_id: a row stops after emitting it (None: never stops early).
     early_exit: decode with a ``while_loop`` that stops once every row is done (same
       output; faster when all rows finish well before the budget, see docs/sampling.md).
+    suppress_tokens: ids never sampled (e.g. pad or BOS), like transformers'
+      ``suppress_tokens``; they leave the sampling distribution (``sampling_logprobs``) but
+      ``logprobs`` / ``tempered_logprobs`` stay those of the unrestricted policy.
   """
+  if any(not 0 <= t < config.vocab_size for t in suppress_tokens):
+    raise ValueError(f"suppress_tokens {suppress_tokens} outside the vocabulary "
+                     f"[0, {config.vocab_size})")
   _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperature, top_k, top_p)
   greedy = temperature == 0
   return _generate(config, params, jnp.asarray(prompt_tokens, jnp.int32),
@@ -94,30 +101,38 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
                    jnp.float32(1.0 if greedy else temperature), jnp.float32(top_p),
                    max_new_tokens=max_new_tokens, greedy=greedy, top_k=int(top_k),
                    use_top_p=top_p < 1.0, eos_id=eos_id, pad_id=int(pad_id),
-                   return_sequence=return_sequence, early_exit=early_exit and eos_id is not None)
+                   return_sequence=return_sequence, early_exit=early_exit and eos_id is not None,
+                   suppress_tokens=tuple(int(t) for t in suppress_tokens))
 
 
 @functools.partial(jax.jit, static_argnames=(
     "config", "max_new_tokens", "greedy", "top_k", "use_top_p", "eos_id", "pad_id",
-    "return_sequence", "early_exit"))
+    "return_sequence", "early_exit", "suppress_tokens"))
 def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_p, *,
               max_new_tokens, greedy, top_k, use_top_p, eos_id, pad_id, return_sequence,
-              early_exit=False):
+              early_exit=False, suppress_tokens=()):
   model = Transformer(config)
   B, P = prompt_tokens.shape
   cache = init_cache(config, B, P + max_new_tokens - 1)
   logits, cache = model.apply({"params": params}, prompt_tokens, attention_mask=prompt_mask,
                               cache=cache)
 
+  def suppress(logits_bv):
+    if not suppress_tokens:
+      return logits_bv
+    return logits_bv.at[:, jnp.asarray(suppress_tokens)].set(-jnp.inf)
+
   def choose(logits_bv, key, done):
     raw = jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1)  # [B, V]
     if greedy:
-      token = jnp.argmax(raw, axis=-1)
-      tempered = sampled = raw
+      token = jnp.argmax(suppress(raw), axis=-1)
+      tempered = raw
+      sampled = jax.nn.log_softmax(suppress(raw), axis=-1) if suppress_tokens else raw
     else:
       tempered = jax.nn.log_softmax(logits_bv.astype(jnp.float32) / temperature, axis=-1)
-      sampled = jax.nn.log_softmax(
-          sampling_logits(logits_bv, temperature, top_k, top_p, use_top_p), axis=-1)
+      sampled = jax.nn.log_softmax(sampling_logits(
+          suppress(logits_bv.astype(jnp.float32)), temperature, top_k, top_p, use_top_p),
+          axis=-1)
       token = jax.random.categorical(key, sampled, axis=-1)
     token = jnp.where(done, pad_id, token).astype(jnp.int32)
     live = (~done).astype(jnp.float32)

@@ -125,3 +125,24 @@ def test_early_exit_gives_the_same_output():
   np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
   np.testing.assert_array_equal(outs[1].tokens, [[4, 5, 6, 7, 0, 0, 0, 0],
                                                  [7, 0, 0, 0, 0, 0, 0, 0]])
+
+
+def test_suppressed_tokens_are_never_sampled():
+  table = np.zeros((V, V), np.float32)
+  table[:, 5] = 10.0  # token 5 is by far the most likely after anything
+  config, params = fake_model(table)
+  prompt = np.full((64, 1), 3, np.int32)
+  out = generate(config, params, prompt, np.ones_like(prompt), jax.random.key(0),
+                 max_new_tokens=4, suppress_tokens=(5, 0))
+  tokens = np.asarray(out.tokens)
+  assert not np.isin(tokens, [0, 5]).any()
+  # The policy's own log-prob is unrestricted; the sampling one is renormalised without 5.
+  other = np.log(1.0 / (V - 1 + np.exp(10.0)))
+  np.testing.assert_allclose(out.logprobs, other, rtol=1e-5)
+  np.testing.assert_allclose(out.sampling_logprobs, np.log(1.0 / (V - 2)), rtol=1e-5)
+  greedy = generate(config, params, prompt[:2], np.ones_like(prompt[:2]), jax.random.key(0),
+                    max_new_tokens=2, temperature=0.0, suppress_tokens=(5,))
+  assert not np.isin(np.asarray(greedy.tokens), [5]).any()
+  with pytest.raises(ValueError, match="suppress_tokens"):
+    generate(config, params, prompt, np.ones_like(prompt), jax.random.key(0),
+             max_new_tokens=1, suppress_tokens=(V,))
