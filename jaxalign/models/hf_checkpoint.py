@@ -166,13 +166,16 @@ def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
 
 
 def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | None = None,
-                    **config_overrides) -> tuple[TransformerConfig, dict]:
+                    place=None, **config_overrides) -> tuple[TransformerConfig, dict]:
   """Loads a local Hugging Face checkpoint folder; returns ``(config, params)``.
 
   Args:
     path: folder with ``config.json`` and ``model.safetensors`` or a sharded
       ``model.safetensors.index.json``. model_type gpt2, llama, mistral or qwen2.
     dtype: the params' dtype (default float32); ``compute_dtype`` defaults to it.
+    place: host array -> device array, called once per tensor (default ``jnp.asarray``:
+      the default device). ``jaxalign.parallel.param_placer(mesh)`` puts each tensor
+      straight onto its shards, so a model larger than one device's memory loads.
   """
   config_path = os.path.join(path, "config.json")
   if not os.path.exists(config_path):
@@ -193,7 +196,8 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
     log.warning("%s: %d tensors not used by a %s model: %s", path, len(unused),
                 config.model_type, ", ".join(unused[:8]))
   np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
-  params = _unflatten({k: jnp.asarray(v.astype(np_dtype)) for k, v in flat.items()})
+  place = place or jnp.asarray
+  params = _unflatten({k: place(v.astype(np_dtype)) for k, v in flat.items()})
   return config, params
 
 

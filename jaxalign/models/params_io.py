@@ -31,8 +31,9 @@ def save_model(path: str, config: TransformerConfig, params, kind: str = "policy
     json.dump({"kind": kind, "config": dataclasses.asdict(config)}, f, indent=2)
 
 
-def load_model(path: str) -> tuple[TransformerConfig, dict, str]:
-  """Reads a folder written by ``save_model``: ``(config, params, kind)``."""
+def load_model(path: str, place=None) -> tuple[TransformerConfig, dict, str]:
+  """Reads a folder written by ``save_model``: ``(config, params, kind)``; ``place`` puts
+  each host array on devices (default ``jnp.asarray``), as in ``load_pretrained``."""
   config_path, params_path = os.path.join(path, CONFIG_FILE), os.path.join(path, PARAMS_FILE)
   for file in (config_path, params_path):
     if not os.path.exists(file):
@@ -49,5 +50,5 @@ def load_model(path: str) -> tuple[TransformerConfig, dict, str]:
     parts = key.split("/")
     for part in parts[:-1]:
       node = node.setdefault(part, {})
-    node[parts[-1]] = jnp.asarray(value)
+    node[parts[-1]] = (place or jnp.asarray)(value)
   return config, params, meta.get("kind", "policy")

@@ -27,6 +27,13 @@ def param_shardings(params, mesh: Mesh):
   return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, param_spec(x.shape, size)), params)
 
 
+def param_placer(mesh: Mesh):
+  """``host array -> array sharded by the param rules``: for loaders that place tensors one
+  at a time, so no device ever holds a whole unsharded model."""
+  size = mesh.shape["fsdp"]
+  return lambda x: jax.device_put(x, NamedSharding(mesh, param_spec(np.shape(x), size)))
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   """Leading (batch) dim over data x fsdp; the rest replicated."""
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))

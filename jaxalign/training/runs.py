@@ -19,7 +19,8 @@ from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.models import ScalarHead, count_params, save_model
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
-                               shard_batch, shard_global_batch, shard_params, to_host)
+                               param_placer, shard_batch, shard_global_batch, shard_params,
+                               to_host)
 from jaxalign.training import setup
 from jaxalign.training.loop import Throughput, fit
 from jaxalign.training.metrics_log import MetricsLogger, to_floats
@@ -150,7 +151,8 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
     print(f"data: train {describe(train_rows, train_report)}; "
           f"eval {describe(eval_rows, eval_report)}")
 
-  config, policy = setup.load_policy(run, setup.vocab_overrides(run))
+  config, policy = setup.load_policy(run, setup.vocab_overrides(run),
+                                     place=param_placer(mesh))
   objective = make_objective(run, config)
   ref_params = None
   if run.task == "rm":

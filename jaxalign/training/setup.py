@@ -69,18 +69,20 @@ def model_config(run: RunConfig, vocab_overrides: dict) -> TransformerConfig:
       param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat)
 
 
-def load_policy(run: RunConfig, vocab_overrides: dict) -> tuple[TransformerConfig, dict]:
-  """The starting policy: an earlier run's model, a HF checkpoint, or a random preset."""
+def load_policy(run: RunConfig, vocab_overrides: dict,
+                place=None) -> tuple[TransformerConfig, dict]:
+  """The starting policy: an earlier run's model, a HF checkpoint, or a random preset.
+  ``place`` puts loaded tensors on devices one by one (``parallel.param_placer(mesh)``)."""
   spec = run.model
   numerics = dict(param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat)
   if spec.init_from:
-    config, params, kind = load_model(spec.init_from)
+    config, params, kind = load_model(spec.init_from, place=place)
     if kind != "policy":
       raise CheckpointError(f"{spec.init_from}: holds a {kind}, a policy is needed")
     return config.replace(**numerics), _cast(params, spec.param_dtype)
   if spec.path:
     config, params = load_pretrained(spec.path, dtype=spec.param_dtype,
-                                     compute_dtype=spec.compute_dtype)
+                                     compute_dtype=spec.compute_dtype, place=place)
     return config.replace(remat=spec.remat), params
   config = model_config(run, vocab_overrides)
   return config, init_params(config, jax.random.PRNGKey(run.seed))

@@ -100,3 +100,19 @@ def test_on_mesh_keeps_sharded_leaves_and_replicates_the_rest():
   assert tree["step"].sharding == replicated(mesh)
   assert isinstance(tree["key"].sharding, NamedSharding)
   assert tree["key"].sharding.mesh == mesh
+
+
+def test_load_pretrained_places_each_tensor_on_its_shards(hf_model_dirs):
+  import numpy as np
+  from jaxalign.models import Transformer, load_pretrained
+  from jaxalign.parallel import MeshConfig, make_mesh, param_placer
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 host devices")
+  mesh = make_mesh(MeshConfig(data=2, fsdp=4))
+  config, sharded = load_pretrained(hf_model_dirs["llama"], place=param_placer(mesh))
+  _, plain = load_pretrained(hf_model_dirs["llama"])
+  embed = sharded["embed"]
+  assert embed.sharding.mesh == mesh and "fsdp" in str(embed.sharding.spec)
+  tokens = np.arange(3, 13)[None]
+  np.testing.assert_allclose(Transformer(config).apply({"params": sharded}, tokens),
+                             Transformer(config).apply({"params": plain}, tokens), atol=1e-5)
