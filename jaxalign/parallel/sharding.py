@@ -31,7 +31,13 @@ def param_placer(mesh: Mesh):
   """``host array -> array sharded by the param rules``: for loaders that place tensors one
   at a time, so no device ever holds a whole unsharded model."""
   size = mesh.shape["fsdp"]
-  return lambda x: jax.device_put(x, NamedSharding(mesh, param_spec(np.shape(x), size)))
+
+  def place(x):
+    x = np.asarray(x)
+    sharding = NamedSharding(mesh, param_spec(x.shape, size))
+    # Each process builds only the shards its own devices hold (multi-host safe).
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return place
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
