@@ -52,6 +52,7 @@ import time
 
 from benchmarks.common import machine_load
 
+from jaxalign.cli.main import CPU_SCHEDULER_FLAG
 from benchmarks.dpo_step_workers import (B, BETA, CONFIGS, DEFAULT, LR, MATMUL, PROMPT,
                                          RESPONSE, TOKENS_PER_STEP, _rep_stats, _stats,
                                          make_data, worker_ours, worker_profile, worker_trl)
@@ -151,9 +152,9 @@ def main():
   parser.add_argument("--chunk-size", type=int, default=128, help="our LM-head chunk size")
   parser.add_argument("--threads", type=int, default=2, help="torch threads")
   parser.add_argument("--timeout", type=int, default=900, help="per child, seconds")
-  parser.add_argument("--ours-xla-flags", default="",
-                      help="XLA_FLAGS for our workers only, e.g. "
-                      "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED")
+  parser.add_argument("--ours-xla-flags", default=CPU_SCHEDULER_FLAG,
+                      help="XLA_FLAGS for our workers only (default: the memory-optimised "
+                      "CPU scheduler that `jaxalign` sets; '' for XLA's default)")
   parser.add_argument("--out", default="results/dpo_step.json")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--result", help=argparse.SUPPRESS)

@@ -7,6 +7,15 @@ import os
 import sys
 
 REPRODUCTIONS = ("ipo_vs_dpo_bandit", "dpo_ood_drift", "out_of_preference")
+# XLA's memory-optimised CPU scheduler: ~19% lower peak memory for the DPO step at the same
+# speed (benchmarks/dpo_step.py); set before JAX starts unless the user chose a scheduler.
+CPU_SCHEDULER_FLAG = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+
+
+def _default_xla_flags() -> None:
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_cpu_scheduler_type" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {CPU_SCHEDULER_FLAG}".strip()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,6 +125,7 @@ def _demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+  _default_xla_flags()
   args = _parser().parse_args(argv)
   handlers = {"train": _train, "eval": _eval, "sample": _sample, "reproduce": _reproduce,
               "demo": _demo}
