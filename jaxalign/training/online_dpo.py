@@ -48,6 +48,8 @@ def check_online_config(run: RunConfig) -> None:
                      f"at the checkpointed refresh)")
   if online.labeller == "reward_model" and not online.reward_model:
     raise ValueError("online.labeller=reward_model needs online.reward_model")
+  if online.rm_refresh_every and not online.reward_model:
+    raise ValueError("online.rm_refresh_every > 0 retrains online.reward_model: set it")
 
 
 class SwappableBatches:
