@@ -59,6 +59,10 @@ class TransformerConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  # Causal self-attention over a whole sequence (training, prefill) is computed in query
+  # blocks of this size, each against only the keys it can see: ~37% fewer attention FLOPs
+  # at T = 4 blocks. 0 turns it off. The result is the same (tested).
+  attention_block: int = 64
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:

@@ -103,3 +103,17 @@ def test_value_heads_start_at_zero_and_share_the_policy_backbone():
   np.testing.assert_allclose(logits, Transformer(config).apply({"params": policy}, tokens),
                              atol=1e-6)
   assert values.shape == (2, 5)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "mistral"])
+def test_blocked_causal_attention_equals_full_attention(name):
+  config = CONFIGS[name]
+  params = init_params(config, jax.random.key(0))
+  tokens = _tokens(6, (3, 96), config.vocab_size)
+  mask = jnp.ones((3, 96), jnp.int32).at[0, :10].set(0).at[1, 70:].set(0)  # both paddings
+  blocked = Transformer(config.replace(attention_block=32)).apply(
+      {"params": params}, tokens, attention_mask=mask)
+  full = Transformer(config.replace(attention_block=0)).apply(
+      {"params": params}, tokens, attention_mask=mask)
+  real = np.asarray(mask, bool)
+  np.testing.assert_allclose(np.asarray(blocked)[real], np.asarray(full)[real], atol=1e-5)
