@@ -148,3 +148,18 @@ def pyplot():
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   return plt
+
+
+def cli_main(doc: str, default_config, quick_config, run, argv=None):
+  """The command line every experiment shares: ``--quick`` (the tests' reduced setting) and
+  ``--output-dir``."""
+  import argparse
+  import dataclasses
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="the reduced setting of the test")
+  parser.add_argument("--output-dir", default=None)
+  args = parser.parse_args(argv)
+  config = quick_config if args.quick else default_config
+  if args.output_dir:
+    config = dataclasses.replace(config, output_dir=args.output_dir)
+  return run(config)

@@ -23,7 +23,6 @@ Run: ``python -m experiments.ipo_vs_dpo_bandit`` (``--quick`` for the reduced te
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -31,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import adam, fit, format_table, mean_interval, pyplot, write_results
+from experiments._common import (adam, cli_main, fit, format_table, mean_interval, pyplot,
+                                 write_results)
 from jaxalign.losses import dpo_loss, ipo_loss
 
 ACTIONS = ("a", "b", "c")
@@ -156,14 +156,7 @@ def report(numbers: dict) -> str:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="the reduced setting of the test")
-  parser.add_argument("--output-dir", default=None)
-  args = parser.parse_args(argv)
-  config = QUICK if args.quick else Config()
-  if args.output_dir:
-    config = dataclasses.replace(config, output_dir=args.output_dir)
-  run(config)
+  cli_main(__doc__, Config(), QUICK, run, argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Run: ``python -m experiments.out_of_preference`` (``--quick`` for the reduced te
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 import types
@@ -37,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import _linear_bandit, _neural_bandit
-from experiments._common import (adam, fit, format_table, kl_regularized_policy_loss,
-                                 mean_sem, pyplot, write_results)
+from experiments._common import (adam, cli_main, fit, format_table,
+                                 kl_regularized_policy_loss, mean_sem, pyplot, write_results)
 from jaxalign.losses import bradley_terry_loss, dpo_loss
 
 BANDITS = {"linear": _linear_bandit, "neural": _neural_bandit}
@@ -306,14 +305,7 @@ def report(numbers: dict) -> str:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="the reduced setting of the test")
-  parser.add_argument("--output-dir", default=None)
-  args = parser.parse_args(argv)
-  config = QUICK if args.quick else Config()
-  if args.output_dir:
-    config = dataclasses.replace(config, output_dir=args.output_dir)
-  run(config)
+  cli_main(__doc__, Config(), QUICK, run, argv)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,13 @@ def hf_model_dirs(tmp_path_factory):
   root = tmp_path_factory.mktemp("hf_models")
   return {name: hf_reference.build_and_save(name, str(root / name))
           for name in hf_reference.FAMILIES}
+
+
+@pytest.fixture
+def x64():
+  """float64 for gradient checks; switched back off afterwards."""
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", False)
