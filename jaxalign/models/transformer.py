@@ -180,7 +180,9 @@ class Transformer(nn.Module):
                              (cfg.max_seq_len, cfg.embed_dim), cfg.weights_dtype)
       x = x + jnp.take(pos_embed, positions, axis=0).astype(cfg.compute_dtype)
     bias = attention_bias(index + jnp.arange(T), key_mask, cfg.sliding_window)
-    block_cls = nn.remat(Block) if cfg.remat else Block
+    block_cls = Block
+    if cfg.remat:  # without a cache the write index is the constant 0: keep it static
+      block_cls = nn.remat(Block, static_argnums=(5,)) if cache is None else nn.remat(Block)
     new_keys, new_values = [], []
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])

@@ -117,3 +117,13 @@ def test_blocked_causal_attention_equals_full_attention(name):
       {"params": params}, tokens, attention_mask=mask)
   real = np.asarray(mask, bool)
   np.testing.assert_allclose(np.asarray(blocked)[real], np.asarray(full)[real], atol=1e-5)
+
+
+def test_remat_keeps_blocked_attention_and_its_gradients():
+  config = CONFIGS["llama"].replace(attention_block=32)
+  params = init_params(config, jax.random.key(0))
+  tokens = _tokens(7, (2, 128), config.vocab_size)
+  loss = lambda cfg: jax.grad(lambda p: Transformer(cfg).apply({"params": p}, tokens).mean())
+  plain, remat = loss(config)(params), loss(config.replace(remat=True))(params)
+  for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(remat)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
