@@ -6,19 +6,21 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.models import TransformerConfig
 from jaxalign.sampling import generate
-from jaxalign.training.forward import reward_scores, token_logprobs
+from jaxalign.ops import masked_sum
+from jaxalign.training.forward import reward_scores
+from jaxalign.training.rollout import response_logps
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _sequence_logps(config, params, sequence, sequence_mask, response_mask):
-  logps = token_logprobs(config, params, sequence, sequence_mask)
+  """Summed log-probs [B] of the response columns of ``sequence``."""
   P = sequence.shape[1] - response_mask.shape[1]
-  return jnp.sum(logps[:, P:] * response_mask, axis=1)
+  return masked_sum(response_logps(config, params, sequence, sequence_mask, P),
+                    response_mask, axis=1)
 
 
 def sample_and_score(config: TransformerConfig, params, ref_params, prompt_tokens,

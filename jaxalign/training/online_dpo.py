@@ -24,7 +24,8 @@ from jaxalign.config import RunConfig
 from jaxalign.ops import masked_sum
 from jaxalign.sampling import generate
 from jaxalign.training.forward import reward_scores
-from jaxalign.training.objectives import RewardModelObjective, as_arrays
+from jaxalign.training.objectives import RewardModelObjective
+from jaxalign.training.setup import batch_arrays
 from jaxalign.training.optim import OptimizerConfig, make_optimizer
 from jaxalign.training.rollout import response_logps
 
@@ -184,12 +185,8 @@ class OnlineRefresher:
     batches = D.BatchIterator(rows, self.run.data.batch_size, seed=int(state.step))
     for _ in range(self.run.online.rm_refresh_steps):
       batch = next(batches)
-      params, opt_state = self.rm_step(params, opt_state, _arrays(batch))
+      params, opt_state = self.rm_step(params, opt_state, batch_arrays(batch))
     return state.replace(extras=dict(state.extras, rm_params=params))
-
-
-def _arrays(batch):
-  return {k: jnp.asarray(v) for k, v in as_arrays(batch).items()}
 
 
 def _rm_step(config, tx):
