@@ -16,10 +16,10 @@ from jaxalign.training.rollout import response_logps
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _sequence_logps(config, params, sequence, sequence_mask, response_mask):
-  """Summed log-probs [B] of the response columns of ``sequence``."""
+def _sequence_logps(config, params, sequence, sequence_mask, response_mask, temperature=1.0):
+  """Summed log-probs [B] of the response columns of ``sequence`` under softmax(logits / T)."""
   P = sequence.shape[1] - response_mask.shape[1]
-  return masked_sum(response_logps(config, params, sequence, sequence_mask, P),
+  return masked_sum(response_logps(config, params, sequence, sequence_mask, P, temperature),
                     response_mask, axis=1)
 
 
@@ -28,8 +28,11 @@ def sample_and_score(config: TransformerConfig, params, ref_params, prompt_token
                      gold_reward=None, reward_model=None, temperature: float = 1.0,
                      batch_size: int = 128) -> dict[str, float]:
   """Samples one response per prompt and reports its mean gold reward / RM score, the
-  sequence-level KL to the reference (mean of log pi - log pi_ref over the samples), and
-  the mean response length."""
+  sequence-level KL to the reference (mean of log pi_T - log pi_ref,T over the samples:
+  KL(pi_T || pi_ref,T), both sides at the sampling temperature T), and the mean response
+  length. ``temperature`` must be > 0."""
+  if not temperature > 0:
+    raise ValueError(f"temperature must be > 0 to estimate a KL from samples, got {temperature}")
   totals = {"kl": [], "length": [], "gold_reward": [], "rm_score": []}
   for start in range(0, prompt_tokens.shape[0], batch_size):
     tokens = prompt_tokens[start:start + batch_size]
@@ -38,9 +41,9 @@ def sample_and_score(config: TransformerConfig, params, ref_params, prompt_token
                    max_new_tokens=max_new_tokens, temperature=temperature, eos_id=eos_id,
                    pad_id=pad_id, return_sequence=True)
     policy_logps = _sequence_logps(config, params, out.sequence, out.sequence_mask,
-                                   out.response_mask)
+                                   out.response_mask, temperature)
     ref_logps = _sequence_logps(config, ref_params, out.sequence, out.sequence_mask,
-                                out.response_mask)
+                                out.response_mask, temperature)
     totals["kl"].append(np.asarray(policy_logps - ref_logps))
     totals["length"].append(np.asarray(out.lengths))
     if gold_reward is not None:

@@ -5,7 +5,15 @@ The knobs that matter in practice (Xu et al. 2024, "Is DPO Superior to PPO for L
 Alignment?", Table 3; Huang et al. 2024, "The N Implementation Details of RLHF with PPO") are
 fields of ``PPOSpec``: advantage whitening, large batches via minibatches, an EMA reference,
 adaptive or fixed KL, reward whitening and clipping, the missing-EOS penalty, a zero-init
-value head, and one temperature for sampling and for the ratio's log-probs.
+value head, and one temperature for sampling, the ratio's log-probs and the KL penalty.
+
+Temperature convention (TRL's): responses are sampled from pi_T = softmax(logits / T), and
+every log-prob the update reads is at T: the ratio's old and new log-probs, and both sides
+of the KL penalty (policy and reference logits divided by T), so ``rollout/kl`` estimates
+KL(pi_T || pi_ref,T) >= 0 on samples from pi_T. The old log-probs and the penalty's policy
+log-probs come from one training-layout forward pass over the rollout (the same function the
+update differentiates), not from the KV-cache sampler; the sampler-vs-trainer gap is logged
+as ``rollout/logprob_mismatch`` (mean) and ``rollout/logprob_mismatch_max`` per token.
 """
 
 from __future__ import annotations
@@ -24,13 +32,14 @@ from jaxalign.models import TransformerConfig
 from jaxalign.ops import masked_mean, masked_sum
 from jaxalign.training.forward import reward_scores
 from jaxalign.training.rollout import Rollout, policy_value_outputs, response_logps
+from jaxalign.training.step import accumulate_gradients
 
 
 @dataclasses.dataclass(frozen=True)
 class PPOSpec:
   rollout_batch_size: int = 64     # prompts per iteration
   max_new_tokens: int = 24
-  temperature: float = 1.0         # sampling and the ratio's log-probs use the same one
+  temperature: float = 1.0         # sampling, the ratio's log-probs and the KL penalty (> 0)
   epochs: int = 2                  # passes over each rollout
   num_minibatches: int = 2
   clip_eps: float = 0.2
@@ -60,10 +69,34 @@ class Experience:
   sequence: jax.Array
   sequence_mask: jax.Array
   response_mask: jax.Array
-  old_logps: jax.Array    # [B, N] at the sampling temperature (the sampler's)
+  old_logps: jax.Array    # [B, N] at the sampling temperature (training-layout recompute)
   old_values: jax.Array   # [B, N]
   advantages: jax.Array   # [B, N]
   returns: jax.Array      # [B, N]
+
+
+def check_ppo_spec(spec: PPOSpec, micro_batches: int = 1) -> None:
+  """Config-time checks of the ``ppo.*`` keys (before any data or model is built)."""
+  if not spec.temperature > 0:
+    raise ValueError(f"ppo.temperature must be > 0 (PPO samples and scores at it; 0 would "
+                     f"be greedy, whose log-probs are not a policy's), got {spec.temperature}")
+  if spec.kl_estimator not in ("k1", "k3"):
+    raise ValueError(f"ppo.kl_estimator must be 'k1' or 'k3', got {spec.kl_estimator!r}")
+  if not 0.0 <= spec.ref_ema <= 1.0:
+    raise ValueError(f"ppo.ref_ema must be in [0, 1], got {spec.ref_ema}")
+  if spec.epochs < 1 or spec.num_minibatches < 1:
+    raise ValueError(f"ppo.epochs ({spec.epochs}) and ppo.num_minibatches "
+                     f"({spec.num_minibatches}) must be >= 1")
+  if spec.rollout_batch_size % spec.num_minibatches:
+    raise ValueError(f"ppo.rollout_batch_size={spec.rollout_batch_size} is not divisible by "
+                     f"ppo.num_minibatches={spec.num_minibatches}")
+  size = spec.rollout_batch_size // spec.num_minibatches
+  if size % micro_batches:
+    raise ValueError(f"a PPO minibatch of {size} rows (ppo.rollout_batch_size / "
+                     f"ppo.num_minibatches) is not divisible by loop.micro_batches="
+                     f"{micro_batches}")
+  if spec.adaptive_kl and not spec.kl_target > 0:
+    raise ValueError(f"ppo.kl_target must be > 0 with ppo.adaptive_kl, got {spec.kl_target}")
 
 
 def kl_controller(spec: PPOSpec, value):
@@ -72,34 +105,55 @@ def kl_controller(spec: PPOSpec, value):
   return FixedKLController(value)
 
 
+def logprob_mismatch(sampler_logps, trainer_logps, mask) -> dict[str, jax.Array]:
+  """Mean and max per-token ``|sampler - trainer|`` log-prob gap over response tokens."""
+  gap = jnp.where(mask > 0, jnp.abs(sampler_logps - trainer_logps), 0.0)  # [B, N]
+  return {"rollout/logprob_mismatch": masked_mean(gap, mask),
+          "rollout/logprob_mismatch_max": jnp.max(gap)}
+
+
+def explained_variance(values, returns, mask) -> jax.Array:
+  """1 - Var(returns - values) / Var(returns) over response tokens."""
+  residual = masked_mean(jnp.square(returns - values - masked_mean(returns - values, mask)), mask)
+  total = masked_mean(jnp.square(returns - masked_mean(returns, mask)), mask)
+  return 1.0 - residual / jnp.maximum(total, 1e-8)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "rm_config", "spec"))
 def make_experience(config: TransformerConfig, rm_config: TransformerConfig, spec: PPOSpec,
                     params, ref_params, rm_params, rollout: Rollout, kl_coef):
-  """Scores a rollout and computes per-token rewards, advantages and returns."""
+  """Scores a rollout and computes per-token rewards, advantages and returns.
+
+  One training-layout forward pass of the policy gives the old log-probs (at
+  ``spec.temperature``), the values, and the policy side of the KL penalty; the reference
+  is scored at the same temperature by the same function.
+  """
   P = rollout.prompt_tokens.shape[1]
   mask = rollout.response_mask
   scores = reward_scores(rm_config, rm_params, rollout.sequence, rollout.sequence_mask)  # [B]
   if spec.reward_clip is not None:
     scores = jnp.clip(scores, -spec.reward_clip, spec.reward_clip)
-  ref_logps = response_logps(config, ref_params, rollout.sequence, rollout.sequence_mask, P)
-  _, _, values = policy_value_outputs(config, params, rollout.sequence, rollout.sequence_mask,
-                                      P, spec.temperature)
+  logps, _, values = policy_value_outputs(config, params, rollout.sequence,
+                                          rollout.sequence_mask, P, spec.temperature)
+  ref_logps = response_logps(config, ref_params, rollout.sequence, rollout.sequence_mask, P,
+                             spec.temperature)
   rewards, metrics = kl_penalized_rewards(
-      rollout.policy_logps, ref_logps, mask, scores, kl_coef, estimator=spec.kl_estimator,
+      logps, ref_logps, mask, scores, kl_coef, estimator=spec.kl_estimator,
       missing_eos_penalty=spec.missing_eos_penalty, has_eos=rollout.has_eos)
   if spec.whiten_rewards:
     rewards = whiten_rewards(rewards, mask, shift_mean=False)
   advantages, returns = gae_advantages(rewards, values, mask, spec.gamma, spec.lam)
   if spec.whiten_advantages:
     advantages = whiten_advantages(advantages, mask)
-  kl_per_sequence = masked_sum(rollout.policy_logps - ref_logps, mask, axis=1)
-  metrics = dict(metrics, **{
+  kl_per_sequence = masked_sum(logps - ref_logps, mask, axis=1)  # k1, at the temperature
+  metrics = dict(metrics, **logprob_mismatch(rollout.sampler_logps, logps, mask), **{
       "rollout/rm_score": jnp.mean(scores), "rollout/kl": jnp.mean(kl_per_sequence),
       "rollout/length": jnp.mean(mask.sum(axis=1).astype(jnp.float32)),
       "rollout/eos_fraction": jnp.mean(rollout.has_eos.astype(jnp.float32)),
-      "rollout/advantage_mean": masked_mean(advantages, mask)})
+      "rollout/advantage_mean": masked_mean(advantages, mask),
+      "ppo/explained_variance": explained_variance(values, returns, mask)})
   experience = Experience(rollout.sequence, rollout.sequence_mask, mask,
-                          rollout.sampler_logps, values, advantages, returns)
+                          jax.lax.stop_gradient(logps), values, advantages, returns)
   return experience, scores, metrics
 
 
@@ -119,25 +173,47 @@ def ppo_loss(config: TransformerConfig, spec: PPOSpec, params, batch: Experience
   return loss, {f"ppo/{k}": v for k, v in metrics.items()}
 
 
-@functools.partial(jax.jit, static_argnames=("config", "spec"), donate_argnums=(2,))
-def ppo_minibatch_step(config, spec, state, batch: Experience):
-  """One optimizer step on one minibatch (token means over the minibatch)."""
-  denominator = jnp.maximum(batch.response_mask.sum().astype(jnp.float32), 1.0)
-  (_, metrics), grads = jax.value_and_grad(
-      lambda p: ppo_loss(config, spec, p, batch, denominator), has_aux=True)(state.params)
+@dataclasses.dataclass(frozen=True)
+class PPOObjective:
+  """PPO's loss as an objective of ``training.step``: token means over the global minibatch,
+  so gradient accumulation (``loop.micro_batches``) changes no loss, metric or gradient."""
+
+  config: TransformerConfig
+  spec: PPOSpec
+  needs_reference = False
+
+  def denominators(self, batch: Experience) -> dict:
+    return {"tokens": jnp.maximum(batch.response_mask.sum().astype(jnp.float32), 1.0)}
+
+  def loss(self, params, ref_params, batch: Experience, denominators: dict):
+    del ref_params
+    return ppo_loss(self.config, self.spec, params, batch, denominators["tokens"])
+
+
+@functools.partial(jax.jit, static_argnames=("config", "spec", "micro_batches"),
+                   donate_argnums=(2,))
+def ppo_minibatch_step(config, spec, state, batch: Experience, micro_batches: int = 1):
+  """One optimizer step on one minibatch, accumulated over ``micro_batches`` slices."""
+  _, metrics, grads = accumulate_gradients(PPOObjective(config, spec), state.params, None,
+                                           batch, micro_batches)
   return state.apply_gradients(grads), metrics
 
 
-def explained_variance(values, returns, mask) -> jax.Array:
-  """1 - Var(returns - values) / Var(returns) over response tokens."""
-  residual = masked_mean(jnp.square(returns - values - masked_mean(returns - values, mask)), mask)
-  total = masked_mean(jnp.square(returns - masked_mean(returns, mask)), mask)
-  return 1.0 - residual / jnp.maximum(total, 1e-8)
+@functools.partial(jax.jit, static_argnames=("size",))
+def _minibatch(experience: Experience, rng, epoch, index, size: int) -> Experience:
+  """Minibatch ``index`` of epoch ``epoch``: rows ``order[index * size : (index + 1) * size]``
+  of a permutation drawn from ``fold_in(rng, epoch)`` (one program, multi-host safe)."""
+  B = experience.sequence.shape[0]
+  order = jax.random.permutation(jax.random.fold_in(rng, epoch), B)
+  rows = jax.lax.dynamic_slice_in_dim(order, index * size, size)
+  return jax.tree_util.tree_map(lambda x: x[rows], experience)
 
 
-def ppo_update(config: TransformerConfig, spec: PPOSpec, state, experience: Experience, rng):
+def ppo_update(config: TransformerConfig, spec: PPOSpec, state, experience: Experience, rng,
+               micro_batches: int = 1):
   """``spec.epochs`` passes of ``spec.num_minibatches`` minibatches (a fresh permutation per
-  epoch); returns the new state and the metrics of every minibatch, in order."""
+  epoch), each step accumulated over ``micro_batches``; returns the new state and the
+  metrics of every minibatch, in order."""
   B = experience.sequence.shape[0]
   if B % spec.num_minibatches:
     raise ValueError(f"rollout batch {B} is not divisible by num_minibatches="
@@ -145,16 +221,30 @@ def ppo_update(config: TransformerConfig, spec: PPOSpec, state, experience: Expe
   size = B // spec.num_minibatches
   history = []
   for epoch in range(spec.epochs):
-    order = jax.random.permutation(jax.random.fold_in(rng, epoch), B)
-    for start in range(0, B, size):
-      minibatch = jax.tree_util.tree_map(lambda x: x[order[start:start + size]], experience)
-      state, metrics = ppo_minibatch_step(config, spec, state, minibatch)
+    for index in range(spec.num_minibatches):
+      minibatch = _minibatch(experience, rng, epoch, index, size)
+      state, metrics = ppo_minibatch_step(config, spec, state, minibatch, micro_batches)
       history.append(metrics)
   return state, history
 
 
+def ema_reference(params):
+  """The starting reference of an EMA: a float32 copy of ``params``. The EMA lives in
+  float32 whatever the policy's dtype: in bfloat16, ``(1 - a) ref + a policy`` with
+  a = 1e-3 rounds most of each step away (bf16 keeps 8 bits of mantissa)."""
+  return jax.tree_util.tree_map(lambda x: jnp.array(x, jnp.float32, copy=True), params)
+
+
+@jax.jit
+def _ema(ref_params, params, rate):
+  return jax.tree_util.tree_map(
+      lambda r, p: ((1.0 - rate) * r.astype(jnp.float32)
+                    + rate * p.astype(jnp.float32)).astype(r.dtype), ref_params, params)
+
+
 def ema_update(ref_params, params, rate: float):
-  """``(1 - rate) * ref + rate * params``; rate 0 keeps the reference fixed."""
+  """``(1 - rate) * ref + rate * params`` computed in float32 (and kept in the reference's
+  dtype: float32 when it comes from ``ema_reference``); rate 0 keeps the reference fixed."""
   if rate == 0.0:
     return ref_params
-  return jax.tree_util.tree_map(lambda r, p: (1.0 - rate) * r + rate * p, ref_params, params)
+  return _ema(ref_params, params, jnp.float32(rate))

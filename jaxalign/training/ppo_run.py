@@ -5,6 +5,11 @@ on the current policy, score with the reward model, compute advantages, run
 ``ppo.epochs x ppo.num_minibatches`` updates, update the KL coefficient and the (EMA)
 reference. A checkpoint after an iteration holds everything the next one reads, so a killed
 run resumes bit-identically.
+
+Multi-host: params live on one mesh over every process's devices; each process draws its
+own slice of every global prompt batch (``BatchIterator(process_index, process_count)``)
+and the rollout is one global array, so every sampler, scoring and update program runs once
+over the global batch; host values (metrics, the gold reward) are gathered with ``to_host``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from jaxalign import data as D
 from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.models import ScalarHead, save_model
-from jaxalign.parallel import initialize_distributed, is_main_process, to_host
+from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
+                               param_placer, shard_batch, shard_params, to_host)
+from jaxalign.parallel.mesh import BATCH_AXES
 from jaxalign.training import setup
 from jaxalign.training.metrics_log import MetricsLogger, to_floats
 from jaxalign.training.optim import make_optimizer
-from jaxalign.training.ppo import (explained_variance, kl_controller, make_experience,
-                                   ema_update, ppo_update)
+from jaxalign.training.ppo import (check_ppo_spec, ema_reference, ema_update, kl_controller,
+                                   make_experience, ppo_update)
 from jaxalign.training.rollout import sample_rollout
 from jaxalign.training.state import TrainState
 
@@ -41,52 +48,86 @@ def init_value_params(config, policy_params, shared: bool, seed: int) -> dict:
   return {"backbone": backbone, "score": head}
 
 
-def init_ppo_state(run: RunConfig, config, policy) -> TrainState:
+def init_ppo_state(run: RunConfig, config, policy, mesh=None) -> TrainState:
+  """Policy + value params, optimizer, the reference (``model.reference_from`` or a copy of
+  the start policy; float32 when it is an EMA), the KL coefficient and the iteration."""
   spec = run.ppo
+  reference = setup.load_reference(run, policy)
+  if spec.ref_ema:
+    reference = ema_reference(reference)
   params = {"policy": policy,
             "value": init_value_params(config, policy, spec.shared_value_head, run.seed)}
-  return TrainState.create(params, make_optimizer(run.optimizer), run.seed,
-                           ref_params=setup.copy_tree(policy),
-                           extras={"kl_coef": jnp.float32(spec.kl_coef),
-                                   "iteration": jnp.int32(0)})
+  if mesh is not None:
+    params, reference = shard_params(params, mesh), shard_params(reference, mesh)
+  state = TrainState.create(params, make_optimizer(run.optimizer), run.seed,
+                            ref_params=reference,
+                            extras={"kl_coef": jnp.float32(spec.kl_coef),
+                                    "iteration": jnp.int32(0)})
+  return state if mesh is None else on_mesh(state, mesh)
 
 
-def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_reward=None):
-  """One rollout + update. Returns (state, metrics dict of floats)."""
+def _check_batch_layout(run: RunConfig, mesh) -> None:
+  spec = run.ppo
+  shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  size = spec.rollout_batch_size // spec.num_minibatches
+  for what, rows in (("ppo.rollout_batch_size", spec.rollout_batch_size),
+                     ("a minibatch (ppo.rollout_batch_size / ppo.num_minibatches)", size)):
+    if rows % max(shards, jax.process_count()):
+      raise ValueError(f"{what} = {rows} rows must be divisible by the mesh's batch shards "
+                       f"({shards} = data x fsdp) and the {jax.process_count()} processes")
+
+
+def _gold_reward(gold_reward, rollout) -> float:
+  """The gold reward of a rollout, on host values every process holds (a gather)."""
+  P = rollout.prompt_tokens.shape[1]
+  prompt, prompt_mask, sequence, mask = to_host((rollout.prompt_tokens, rollout.prompt_mask,
+                                                 rollout.sequence, rollout.response_mask))
+  return float(np.mean(gold_reward(prompt, sequence[:, P:], mask, prompt_mask)))
+
+
+def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_reward=None,
+                  mesh=None):
+  """One rollout + update. ``prompts`` is this process's slice of the global prompt batch
+  (the whole batch on one process). Returns (state, metrics dict of floats)."""
   spec = run.ppo
   rm_config, rm_params = rm
-  iteration = int(state.extras["iteration"])
-  rng = jax.random.fold_in(state.rng, iteration)
-  rollout = sample_rollout(config, state.params["policy"], prompts.tokens, prompts.attention_mask,
+  tokens, prompt_mask = prompts.tokens, prompts.attention_mask
+  if mesh is not None:
+    tokens, prompt_mask = shard_batch((tokens, prompt_mask), mesh)
+  iteration = int(to_host(state.extras["iteration"]))
+  rng = np.asarray(jax.random.fold_in(to_host(state.rng), iteration))
+  rollout = sample_rollout(config, state.params["policy"], tokens, prompt_mask,
                            jax.random.fold_in(rng, 0), max_new_tokens=spec.max_new_tokens,
                            temperature=spec.temperature, eos_id=config.eos_token_id)
   experience, _, metrics = make_experience(config, rm_config, spec, state.params,
                                            state.ref_params, rm_params, rollout,
                                            state.extras["kl_coef"])
-  metrics = to_floats(metrics)
+  metrics = to_floats(to_host(metrics))
   if gold_reward is not None:
-    P = rollout.prompt_tokens.shape[1]
-    metrics["rollout/gold_reward"] = float(jnp.mean(gold_reward(
-        rollout.prompt_tokens, rollout.sequence[:, P:], rollout.response_mask,
-        rollout.prompt_mask)))
-  state, history = ppo_update(config, spec, state, experience, jax.random.fold_in(rng, 1))
-  history = [to_floats(h) for h in history]
+    metrics["rollout/gold_reward"] = _gold_reward(gold_reward, rollout)
+  state, history = ppo_update(config, spec, state, experience,
+                              np.asarray(jax.random.fold_in(rng, 1)),
+                              micro_batches=run.loop.micro_batches)
+  history = [to_floats(to_host(h)) for h in history]
   for name in history[0]:
     metrics[name] = float(np.mean([h[name] for h in history]))
   metrics["ppo/first_minibatch_clip_fraction"] = history[0]["ppo/clip_fraction"]
-  metrics["ppo/explained_variance"] = float(explained_variance(
-      experience.old_values, experience.returns, experience.response_mask))
-  controller = kl_controller(spec, state.extras["kl_coef"]).update(
-      metrics["rollout/kl"], prompts.tokens.shape[0])
+  metrics["ppo/first_minibatch_ratio_mean"] = history[0]["ppo/ratio_mean"]
+  # The controller reads the KL of the estimator the penalty uses (objective/kl).
+  controller = kl_controller(spec, float(to_host(state.extras["kl_coef"]))).update(
+      metrics["objective/kl"], spec.rollout_batch_size)
   metrics["ppo/kl_coef"] = float(controller.value)
   state = state.replace(
       ref_params=ema_update(state.ref_params, state.params["policy"], spec.ref_ema),
       extras={"kl_coef": jnp.float32(controller.value), "iteration": jnp.int32(iteration + 1)})
-  return state, metrics
+  return (state if mesh is None else on_mesh(state, mesh)), metrics
 
 
 def run_ppo(run: RunConfig, progress: bool = True) -> dict:
+  check_ppo_spec(run.ppo, run.loop.micro_batches)
   initialize_distributed()
+  mesh = make_mesh(run.mesh)
+  _check_batch_layout(run, mesh)
   main = is_main_process()
   if main:
     save_config(run, os.path.join(run.output_dir, "config.yaml"))
@@ -94,11 +135,13 @@ def run_ppo(run: RunConfig, progress: bool = True) -> dict:
   rows, report = setup.build_prompt_rows(run, "train", spec.max_new_tokens)
   if main:
     print(f"prompts: {report.summary() if report.num_rows else len(rows)}")
-  config, policy = setup.load_policy(run, setup.vocab_overrides(run))
-  rm = setup.load_reward_model(run.online.reward_model)
-  state = init_ppo_state(run, config, policy)
+  config, policy = setup.load_policy(run, setup.vocab_overrides(run), place=param_placer(mesh))
+  rm_config, rm_params = setup.load_reward_model(run.online.reward_model)
+  rm = (rm_config, shard_params(rm_params, mesh))
+  state = init_ppo_state(run, config, policy, mesh)
   prompts = D.BatchIterator(rows, spec.rollout_batch_size, seed=run.seed,
-                            buckets=(rows.max_length,))
+                            buckets=(rows.max_length,), process_index=jax.process_index(),
+                            process_count=jax.process_count())
   gold = setup.synthetic_task(run).gold_reward if run.data.source == "synthetic" else None
   checkpointer = None
   if run.loop.checkpoint_every:
@@ -109,14 +152,14 @@ def run_ppo(run: RunConfig, progress: bool = True) -> dict:
       state, data_state = checkpointer.restore(state)
       prompts.set_state(data_state)
       if main:
-        print(f"resumed from step {int(state.extras['iteration'])}")
-  start = int(state.extras["iteration"])
+        print(f"resumed from step {int(to_host(state.extras['iteration']))}")
+  start = int(to_host(state.extras["iteration"]))
   logger = MetricsLogger(run.output_dir, run.loop.steps, start, progress=progress,
                          description="ppo")
   metrics = {}
   try:
     for iteration in range(start, run.loop.steps):
-      state, metrics = ppo_iteration(run, config, rm, state, next(prompts), gold)
+      state, metrics = ppo_iteration(run, config, rm, state, next(prompts), gold, mesh)
       if iteration + 1 == run.loop.steps or (iteration + 1) % run.loop.log_every == 0:
         logger.log(iteration + 1, metrics)
       if checkpointer:

@@ -8,6 +8,8 @@ decision that produced response token t (made at sequence position P + t - 1).
 
 from __future__ import annotations
 
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -24,8 +26,10 @@ class Rollout:
   sequence: jax.Array          # [B, P + N]
   sequence_mask: jax.Array     # [B, P + N]
   response_mask: jax.Array     # [B, N]
-  sampler_logps: jax.Array     # [B, N] at the sampling temperature (PPO's old log-probs)
-  policy_logps: jax.Array      # [B, N] at temperature 1 (for the KL penalty)
+  sampler_logps: jax.Array     # [B, N] the sampler's, at the sampling temperature
+  policy_logps: jax.Array      # [B, N] the sampler's, at temperature 1
+  # The trainers recompute the log-probs they use with a training-layout forward pass
+  # (``response_logps``, ``policy_value_outputs``); these two measure the gap.
   has_eos: jax.Array           # [B]
 
 
@@ -65,6 +69,11 @@ def policy_value_outputs(config, params, sequence, sequence_mask, P: int, temper
   return logps, entropies, values
 
 
+@functools.partial(jax.jit, static_argnames=("eos_id",))
+def _has_eos(tokens, response_mask, eos_id: int) -> jax.Array:
+  return jnp.any((tokens == eos_id) & (response_mask > 0), axis=1)  # [B]
+
+
 def sample_rollout(config: TransformerConfig, policy_params, prompt_tokens, prompt_mask, rng, *,
                    max_new_tokens: int, temperature: float, eos_id: int,
                    pad_id: int = 0) -> Rollout:
@@ -72,7 +81,7 @@ def sample_rollout(config: TransformerConfig, policy_params, prompt_tokens, prom
   out = generate(config, policy_params, prompt_tokens, prompt_mask, rng,
                  max_new_tokens=max_new_tokens, temperature=temperature, eos_id=eos_id,
                  pad_id=pad_id, return_sequence=True)
-  has_eos = jnp.any((out.tokens == eos_id) & (out.response_mask > 0), axis=1)
+  has_eos = _has_eos(out.tokens, out.response_mask, eos_id)
   return Rollout(prompt_tokens=jnp.asarray(prompt_tokens), prompt_mask=jnp.asarray(prompt_mask),
                  sequence=out.sequence, sequence_mask=out.sequence_mask,
                  response_mask=out.response_mask, sampler_logps=out.tempered_logprobs,

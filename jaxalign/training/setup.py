@@ -95,7 +95,22 @@ def load_reference(run: RunConfig, policy) -> dict:
   _, params, kind = load_model(run.model.reference_from)
   if kind != "policy":
     raise CheckpointError(f"{run.model.reference_from}: holds a {kind}, a policy is needed")
+  check_same_layout(policy, params, "the policy",
+                    f"model.reference_from={run.model.reference_from}")
   return _cast(params, run.model.param_dtype)
+
+
+def check_same_layout(expected, actual, expected_name: str, actual_name: str) -> None:
+  """A clear error when two param trees differ in structure or shapes (another vocab or
+  architecture), naming both sides and the first differing tensor."""
+  flat = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape)
+                       for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+  a, b = flat(expected), flat(actual)
+  for name in sorted(set(a) | set(b)):
+    if a.get(name) != b.get(name):
+      raise CheckpointError(f"{actual_name} does not match {expected_name}: {name} is "
+                            f"{b.get(name, 'missing')} in the one and {a.get(name, 'missing')} "
+                            f"in the other (another vocabulary or architecture)")
 
 
 def _cast(params, dtype: str):

@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
 from jaxalign.models import load_model
+from tests.parallel import processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRST_STEPS, TOTAL_STEPS, EVERY = 6, 10, 3
-TIMEOUT_S = 240
 # Mesh of the first launch and of the single-process reference; the resumed launch uses
 # RESUME_MESH (a checkpoint restores onto any mesh shape).
 MESH = {"mesh.data": 2, "mesh.fsdp": 4}
@@ -45,20 +40,9 @@ SETTINGS = {"loop.checkpoint_every": EVERY, "loop.log_every": 1, "model.num_laye
             "data.eval_batch_size": 32, "optimizer.learning_rate": 1e-3, "optimizer.eps": 1e-3}
 
 
-def _gloo_available() -> str | None:
-  try:
-    from jax._src.lib import _jax
-  except ImportError as error:
-    return f"cannot import jaxlib's _jax: {error}"
-  if not hasattr(_jax, "make_gloo_tcp_collectives"):
-    return f"jaxlib {jax.__version__} was built without gloo CPU collectives"
-  return None
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+def _command(output_dir, steps: int, mesh: dict, files: dict) -> list[str]:
+  return processes.train_command("dpo", output_dir,
+                                 dict(SETTINGS, **files, **mesh, **{"loop.steps": steps}))
 
 
 def _write_pairs(path, count: int, seed: int) -> str:
@@ -72,62 +56,9 @@ def _write_pairs(path, count: int, seed: int) -> str:
   return str(path)
 
 
-def _command(output_dir, steps: int, mesh: dict, files: dict) -> list[str]:
-  settings = dict(SETTINGS, **files, **mesh, **{"loop.steps": steps})
-  command = [sys.executable, "-m", "jaxalign.cli.main", "train", "dpo", "--no-progress",
-             "--output-dir", str(output_dir)]
-  for key, value in settings.items():
-    command += ["--set", f"{key}={value}"]
-  return command
-
-
-def _env(devices: int, **extra) -> dict:
-  env = {k: v for k, v in os.environ.items() if not k.startswith("JAXALIGN_")}
-  # The children share the tests' persistent compilation cache (tests/conftest.py).
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir or "")
-  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **extra)
-  return {k: v for k, v in env.items() if v != ""}
-
-
-def _start(command, env) -> subprocess.Popen:
-  return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-
-
-def _finish(processes: list[subprocess.Popen], what: str) -> list[str]:
-  """Waits for all (killing every one if any hangs); the stdout of each; fails with the
-  stderr tails if one exits non-zero."""
-  deadline = time.time() + TIMEOUT_S
-  outputs, failed = [], []
-  for index, process in enumerate(processes):
-    try:
-      out, err = process.communicate(timeout=max(deadline - time.time(), 1))
-    except subprocess.TimeoutExpired:
-      for p in processes:
-        p.kill()
-      out, err = process.communicate()
-      failed.append(f"process {index} timed out after {TIMEOUT_S}s\n{err[-3000:]}")
-      break
-    outputs.append(out)
-    if process.returncode != 0:
-      failed.append(f"process {index} exited {process.returncode}\n{err[-3000:]}")
-  assert not failed, f"{what}:\n" + "\n".join(failed)
-  return outputs
-
-
-def _two_processes(output_dir, steps: int, mesh: dict, files: dict) -> list[subprocess.Popen]:
-  address = f"127.0.0.1:{_free_port()}"
-  return [_start(_command(output_dir, steps, mesh, files),
-                 _env(4, JAXALIGN_COORDINATOR_ADDRESS=address, JAXALIGN_NUM_PROCESSES="2",
-                      JAXALIGN_PROCESS_ID=str(i), JAXALIGN_CPU_COLLECTIVES="gloo"))
-          for i in range(2)]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  reason = _gloo_available()
+  reason = processes.gloo_unavailable()
   if reason:
     pytest.skip(reason)
   root = tmp_path_factory.mktemp("multiprocess")
@@ -135,10 +66,12 @@ def runs(tmp_path_factory):
   files = {"data.train_file": _write_pairs(root / "train.jsonl", 128, seed=0),
            "data.eval_file": _write_pairs(root / "eval.jsonl", 32, seed=1)}
   # The reference runs alongside the first launch (the gloo processes wait on each other).
-  reference = _start(_command(single, TOTAL_STEPS, MESH, files), _env(8))
-  first = _finish(_two_processes(multi, FIRST_STEPS, MESH, files), "first launch")
-  second = _finish(_two_processes(multi, TOTAL_STEPS, RESUME_MESH, files), "resumed launch")
-  _finish([reference], "single-process reference")
+  reference = processes.start(_command(single, TOTAL_STEPS, MESH, files), processes.env(8))
+  first = processes.finish(processes.two_processes(_command(multi, FIRST_STEPS, MESH, files)),
+                           "first launch")
+  second = processes.finish(processes.two_processes(
+      _command(multi, TOTAL_STEPS, RESUME_MESH, files)), "resumed launch")
+  processes.finish([reference], "single-process reference")
   return {"multi": multi, "single": single, "first": first, "second": second}
 
 

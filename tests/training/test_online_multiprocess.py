@@ -1,0 +1,59 @@
+"""Online training on two gloo-joined CPU processes x 4 devices gives the metrics of one
+process x 8 devices: PPO iterations and online-DPO refreshes, through ``jaxalign train``.
+
+Each process feeds its own slice of every global prompt batch; rollouts are global arrays
+over the one 8-device mesh, gathered to every host where host values are needed (metrics,
+the gold reward, online DPO's pairs). Only process 0 writes metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.parallel import processes
+
+MESH = {"mesh.data": 8}
+
+
+def _metrics(path) -> list[dict]:
+  with open(path / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f]
+
+
+def _one_and_two_processes(task: str, root, settings: dict):
+  reason = processes.gloo_unavailable()
+  if reason:
+    pytest.skip(reason)
+  single, multi = root / "one_process", root / "two_processes"
+  reference = processes.start(processes.train_command(task, single, settings),
+                              processes.env(8))
+  outputs = processes.finish(processes.two_processes(
+      processes.train_command(task, multi, settings)), f"two-process {task}")
+  processes.finish([reference], f"single-process {task}")
+  return _metrics(single), _metrics(multi), outputs
+
+
+def _assert_same_rows(single: list[dict], multi: list[dict], prefixes: tuple[str, ...]):
+  assert [r["step"] for r in multi] == [r["step"] for r in single]
+  compared = 0
+  for a, b in zip(single, multi):
+    names = {k for k in a if k.startswith(prefixes)}
+    assert names == {k for k in b if k.startswith(prefixes)}
+    for name in names:
+      np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5, err_msg=name)
+      compared += 1
+  assert compared >= 10
+
+
+def test_two_process_ppo_matches_one_process(sft_and_rm, tmp_path):
+  settings = dict(MESH, **{"model.init_from": sft_and_rm["sft"],
+                           "online.reward_model": sft_and_rm["rm"], "loop.steps": 2,
+                           "loop.log_every": 1, "ppo.rollout_batch_size": 32,
+                           "ppo.max_new_tokens": 12, "ppo.temperature": 0.8,
+                           "optimizer.learning_rate": 1e-4, "optimizer.eps": 1e-3})
+  single, multi, outputs = _one_and_two_processes("ppo", tmp_path, settings)
+  assert "prompts:" in outputs[0] and "prompts:" not in outputs[1], "only process 0 prints"
+  assert len(single) == 2 and single[0]["rollout/kl"] == 0.0
+  _assert_same_rows(single, multi, ("rollout/", "ppo/", "objective/"))
