@@ -54,6 +54,14 @@ class LossSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class RewardModelOptimizerConfig(OptimizerConfig):
+  """The reward-model refresh's optimizer: an OptimizerConfig whose learning rate defaults to
+  1e-3 (so ``--set online.rm_optimizer.name=adam`` keeps it)."""
+
+  learning_rate: float = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
 class OnlineSpec:
   """Online training (PPO and online / iterative DPO): where rewards come from and how
   on-policy the data is. ``refresh_every = inf`` is offline DPO; 1 is fully online."""
@@ -65,12 +73,13 @@ class OnlineSpec:
   pairs: Literal["best_worst", "all"] = "best_worst"
   prompts_per_refresh: int = 64
   max_new_tokens: int = 24
-  temperature: float = 1.0
+  temperature: float = 1.0         # > 0 (at 0 every pair would be a tie)
   reference: Literal["fixed", "previous_iterate", "ema"] = "fixed"
-  reference_ema: float = 0.1
-  rm_refresh_every: int = 0        # iterations between reward-model retraining (0: frozen)
-  rm_refresh_pairs: int = 256      # gold-labelled pairs of current samples per retraining
-  rm_refresh_steps: int = 20
+  reference_ema: float = 0.1       # a in ref <- (1 - a) ref + a policy (kept in float32)
+  rm_refresh_every: int = 0        # refreshes between reward-model retraining (0: frozen)
+  rm_refresh_prompts: int = 256    # prompts sampled (k each, gold-labelled) per retraining
+  rm_refresh_steps: int = 20       # optimizer steps per retraining
+  rm_optimizer: RewardModelOptimizerConfig = RewardModelOptimizerConfig()  # state persists
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,12 +3,13 @@
 SFT, reward models (Bradley-Terry), the DPO family (DPO/cDPO, robust DPO, IPO, hinge, SimPO,
 ORPO, KTO), PPO (clipped surrogate, clipped value loss, entropy bonus, KL-penalised rewards,
 KL controllers), advantages (GAE, RLOO, GRPO), and their composition (``term``,
-``weighted_sum``). Formulas and papers: docs/algorithms.md.
+``weighted_sum``, ``with_statistics``). Formulas and papers: docs/algorithms.md.
 """
 
 from jaxalign.losses._advantages import (gae_advantages, grpo_advantages, rloo_advantages,
                                          whiten_advantages, whiten_rewards)
-from jaxalign.losses._compose import LossTerm, term, weighted_sum
+from jaxalign.losses._compose import (LossTerm, statistics_of, term, weighted_sum,
+                                      with_statistics)
 from jaxalign.losses._dpo import dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss
 from jaxalign.losses._kl_control import (AdaptiveKLController, FixedKLController,
                                          kl_penalized_rewards)
@@ -22,6 +23,7 @@ __all__ = [
     "AdaptiveKLController", "FixedKLController", "LossTerm", "bradley_terry_loss", "dpo_loss",
     "entropy_bonus", "gae_advantages", "grpo_advantages", "hinge_loss", "ipo_loss",
     "kl_penalized_rewards", "kto_loss", "kto_reference_kl", "orpo_loss", "ppo_policy_loss",
-    "ppo_value_loss", "rloo_advantages", "robust_dpo_loss", "sft_loss", "simpo_loss", "term",
-    "weighted_sum", "whiten_advantages", "whiten_rewards",
+    "ppo_value_loss", "rloo_advantages", "robust_dpo_loss", "sft_loss", "simpo_loss",
+    "statistics_of", "term", "weighted_sum", "whiten_advantages", "whiten_rewards",
+    "with_statistics",
 ]

@@ -15,6 +15,10 @@ metrics. RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization", a
                        "ref_rejected_logps": ..., "chosen_token_logps": ...,
                        "chosen_loss_mask": ...})
   # metrics: "loss", "dpo/loss", "dpo/rewards/chosen", ..., "nll/loss", "nll/nll", ...
+
+A term whose loss needs a statistic of the whole batch (KTO's reference point) declares it
+with ``with_statistics``; an objective computes it over every micro-batch before the gradient
+pass and hands it in as a quantity (``jaxalign.training.step.accumulate_gradients``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import jax
 
 Quantities = Mapping[str, Any]
 LossTerm = Callable[[Quantities], tuple[jax.Array, dict[str, jax.Array]]]
+Statistics = Callable[[Quantities], dict[str, jax.Array]]
 
 
 def term(loss_fn: Callable, /, rename: Mapping[str, str | None] | None = None,
@@ -81,4 +86,32 @@ def weighted_sum(terms: Mapping[str, LossTerm | tuple[Any, LossTerm]]) -> LossTe
     metrics["loss"] = jax.lax.stop_gradient(total)
     return total, metrics
 
+  children = [statistics_of(loss_fn) for _, loss_fn in weighted.values()]
+  children = [statistics for statistics in children if statistics is not None]
+  if children:
+    loss_term.statistics = lambda q: {k: v for child in children for k, v in child(q).items()}
   return loss_term
+
+
+def with_statistics(loss_term: LossTerm, statistics: Statistics) -> LossTerm:
+  """``loss_term`` reading statistics of the whole batch from its quantities.
+
+  ``statistics(quantities) -> {name: scalar}`` must add over micro-batches: each value a sum
+  over rows divided by a global denominator, ``sum_i w_i x_i / W`` (a weighted mean; apply a
+  clamp or a square in the term, after the sum). ``accumulate_gradients`` sums them over the
+  micro-batches before the gradient pass and the objective hands them in as quantities of the
+  same names; one that is missing is computed from the quantities given, which is exact when
+  those are the whole batch (one micro-batch, an eval step). They never carry a gradient: a
+  micro-batch cannot see the others' rows.
+  """
+  def loss_term_with_statistics(quantities: Quantities):
+    own = jax.lax.stop_gradient(statistics(quantities))
+    return loss_term({**own, **quantities})
+
+  loss_term_with_statistics.statistics = statistics
+  return loss_term_with_statistics
+
+
+def statistics_of(loss_term: LossTerm) -> Statistics | None:
+  """The statistics a term (or a ``weighted_sum`` of terms) declares, or ``None``."""
+  return getattr(loss_term, "statistics", None)

@@ -13,7 +13,9 @@ def kto_reference_kl(kl_logps, ref_kl_logps, weights=None, denominator=None) -> 
   """KTO's reference point ``z_0 = max(0, mean(log pi(y'|x) - log pi_ref(y'|x)))``, no gradient.
 
   ``y'`` are mismatched completions (another prompt's response, TRL's ``KL_*`` batch), one per
-  row of ``kl_logps [B]``; the mean runs over the global batch when ``denominator`` is given.
+  row of ``kl_logps [B]``; ``denominator`` replaces the local (weighted) count. The clamp does
+  not add over micro-batches: sum their unclamped means ``pair_mean(kl_logps - ref_kl_logps,
+  weights, denominator)`` first and clamp the total (``losses.with_statistics`` does).
   """
   kl_logps = upcast(kl_logps)
   estimate = pair_mean(kl_logps - upcast(ref_kl_logps), weights, denominator)
@@ -22,7 +24,8 @@ def kto_reference_kl(kl_logps, ref_kl_logps, weights=None, denominator=None) -> 
 
 def kto_loss(logps, ref_logps, desirable, reference_kl, *, beta: float = 0.1,
              desirable_weight: float = 1.0, undesirable_weight: float = 1.0, weights=None,
-             denominator=None) -> tuple[jax.Array, Metrics]:
+             denominator=None, desirable_denominator=None,
+             undesirable_denominator=None) -> tuple[jax.Array, Metrics]:
   """KTO loss, mean over examples.
 
   Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization" (arXiv
@@ -38,12 +41,17 @@ def kto_loss(logps, ref_logps, desirable, reference_kl, *, beta: float = 0.1,
     desirable: ``[B]`` bool, True for a desirable (thumbs-up) example.
     reference_kl: scalar ``z_0`` (``kto_reference_kl``); 0.0 turns the reference point off.
     beta: KL strength. desirable_weight, undesirable_weight: lambda_D, lambda_U.
-    weights, denominator: per-example weights (0 drops padding) and global example count.
+    weights: ``[B]`` per-example weights (0 drops padding).
+    denominator, desirable_denominator, undesirable_denominator: global (weighted) counts of
+      all, desirable and undesirable examples when the batch is split; pass all three, so
+      that every metric is ``sum_i w_i x_i / global count`` and micro-batches add up.
 
   Returns:
-    ``(loss, metrics)``: ``kl``, ``rewards/chosen`` (mean ``beta r`` over desirable examples),
-    ``rewards/rejected``, ``rewards/margins`` (their difference), ``logps/chosen``,
-    ``logps/rejected``. There is no ``rewards/accuracies``: the examples are not paired.
+    ``(loss, metrics)``: ``kl`` (``z_0``; with ``denominator``, ``z_0`` times this batch's
+    share ``sum(w) / denominator``, so micro-batches add up to ``z_0``), ``rewards/chosen``
+    (mean ``beta r`` over desirable examples), ``rewards/rejected``, ``rewards/margins``
+    (their difference), ``logps/chosen``, ``logps/rejected``. There is no
+    ``rewards/accuracies``: the examples are not paired.
   """
   logratios = upcast(logps) - upcast(ref_logps)  # [B]
   z0 = jax.lax.stop_gradient(jnp.maximum(upcast(reference_kl), 0.0))
@@ -53,15 +61,16 @@ def kto_loss(logps, ref_logps, desirable, reference_kl, *, beta: float = 0.1,
   per_example = jnp.where(desirable, desirable_losses, undesirable_losses)
   loss = pair_mean(per_example, weights, denominator)
   example_weights = pair_weights(logratios, weights)
-  chosen_weights = jnp.where(desirable, example_weights, 0.0)
-  rejected_weights = jnp.where(desirable, 0.0, example_weights)
+  chosen = lambda x: masked_mean(x, jnp.where(desirable, example_weights, 0.0),
+                                 desirable_denominator)
+  rejected = lambda x: masked_mean(x, jnp.where(desirable, 0.0, example_weights),
+                                   undesirable_denominator)
   rewards = beta * logratios
   metrics = {
-      "kl": z0,
-      "rewards/chosen": masked_mean(rewards, chosen_weights),
-      "rewards/rejected": masked_mean(rewards, rejected_weights),
-      "logps/chosen": masked_mean(logps, chosen_weights),
-      "logps/rejected": masked_mean(logps, rejected_weights),
+      "kl": z0 if denominator is None else pair_mean(jnp.full_like(logratios, z0), weights,
+                                                     denominator),
+      "rewards/chosen": chosen(rewards), "rewards/rejected": rejected(rewards),
+      "logps/chosen": chosen(upcast(logps)), "logps/rejected": rejected(upcast(logps)),
   }
   metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
   return loss, finish_metrics(metrics)

@@ -26,8 +26,13 @@ def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
 def top_p_filter(logits: jax.Array, p) -> jax.Array:
   """Keeps the smallest set of most likely tokens whose probability reaches ``p`` (nucleus).
 
-  A token is kept when the probability mass strictly before it (in descending order) is
-  below ``p``; the most likely token is always kept.
+  logits: [B, V]; returns [B, V] with removed tokens at -inf. A token is kept when the
+  probability mass strictly before it (in descending order) is below ``p``; the most likely
+  token is always kept. Ties: every token whose logit equals the smallest kept logit is kept,
+  so the kept set never depends on how a sort orders equal logits (probs [0.4, 0.2, 0.2, 0.2]
+  at p = 0.5 keep all four). transformers' ``TopPLogitsWarper`` cuts the sorted row at a
+  position instead and keeps only as many tied tokens as the mass needs (two of the four
+  here, the 0.2 chosen by sort order). Without exact ties the two sets are equal.
   """
   sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]  # [B, V] descending
   probs = jax.nn.softmax(sorted_logits, axis=-1)

@@ -30,7 +30,13 @@ class SampleOutput:
   lengths:            [B] number of real new tokens.
   sequence:           [B, P + T_new] prompt then response (None unless asked for).
   sequence_mask:      [B, P + T_new] attention mask of ``sequence``.
-  All log-probs are 0 where ``response_mask`` is 0.
+  All log-probs are exactly 0 where ``response_mask`` is 0.
+
+  Greedy (temperature 0): ``tempered_logprobs`` equals ``logprobs``, the raw temperature-1
+  log-prob of the argmax token (no T -> 0 limit is taken). ``sampling_logprobs`` is that
+  same raw log-prob, or, with ``suppress_tokens``, the log-prob under the raw policy
+  renormalised over the unsuppressed tokens; top-k / top-p do not enter it. None of them is
+  the log-prob 0 of the point mass greedy decoding actually draws from.
   """
 
   tokens: jax.Array
@@ -62,14 +68,42 @@ def _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperatur
   if not 0 < top_p <= 1:
     raise ValueError(f"top_p must be in (0, 1], got {top_p}")
   if not isinstance(prompt_mask, jax.core.Tracer):
-    mask = np.asarray(prompt_mask)
-    bad = np.nonzero(np.any(np.diff(mask.astype(np.int32), axis=1) < 0, axis=1))[0]
-    if bad.size:
-      raise ValueError(f"prompt_mask is not left-padded (padding must come first) in rows "
-                       f"{bad[:8].tolist()}")
-    empty = np.nonzero(mask.sum(axis=1) == 0)[0]
-    if empty.size:
-      raise ValueError(f"prompt rows {empty[:8].tolist()} have no real token")
+    _check_mask_rows(_host_row_blocks(prompt_mask))
+
+
+def _host_row_blocks(mask):
+  """The rows of ``mask`` ([B, P]) this process can read, as [(first_row, [b, P] ndarray)].
+
+  The whole mask, unless it is a ``jax.Array`` spanning several processes
+  (``jax.make_array_from_process_local_data``): then its addressable shards, the column
+  pieces of the same rows joined, each row block once. Rows whose columns are partly on
+  another process cannot be read here and are left out.
+  """
+  if not isinstance(mask, jax.Array) or mask.is_fully_addressable:
+    return [(0, np.asarray(mask))]
+  pieces = {}  # (first row, end row) -> {first column: [b, p] block}
+  for shard in mask.addressable_shards:
+    (r0, r1, _), (c0, _, _) = (s.indices(n) for s, n in zip(shard.index, mask.shape))
+    pieces.setdefault((r0, r1), {})[c0] = np.asarray(shard.data)
+  blocks = [(r0, np.concatenate([cols[c] for c in sorted(cols)], axis=1))
+            for (r0, _), cols in sorted(pieces.items())]
+  return [(r0, block) for r0, block in blocks if block.shape[1] == mask.shape[1]]
+
+
+def _rows_where(blocks, flag):
+  """Global indices, ascending, of the rows where ``flag(block)`` ([b] bool) holds."""
+  return sorted(r0 + int(i) for r0, block in blocks for i in np.nonzero(flag(block))[0])
+
+
+def _check_mask_rows(blocks):
+  """Host-side checks of the prompt mask: left-padded, and no row without a real token."""
+  bad = _rows_where(blocks, lambda m: np.any(np.diff(m.astype(np.int32), axis=1) < 0, axis=1))
+  if bad:
+    raise ValueError(f"prompt_mask is not left-padded (padding must come first) in rows "
+                     f"{bad[:8]}")
+  empty = _rows_where(blocks, lambda m: m.sum(axis=1) == 0)
+  if empty:
+    raise ValueError(f"prompt rows {empty[:8]} have no real token")
 
 
 def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng, *,
@@ -83,13 +117,21 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
     config, params: the policy (params in f32 or bf16, possibly sharded over a mesh).
     prompt_tokens: [B, P] int, left-padded. prompt_mask: [B, P], 1 on real tokens.
     rng: a PRNG key; the same key gives the same output.
-    temperature: 0 means greedy. top_k: 0 = off. top_p: 1 = off.
+    temperature: 0 means greedy. top_k: 0 = off. top_p: 1 = off (ties at the cut-off are
+      all kept, see ``top_p_filter``).
     eos_id: a row stops after emitting it (None: never stops early).
     early_exit: decode with a ``while_loop`` that stops once every row is done (same
       output; faster when all rows finish well before the budget, see docs/sampling.md).
     suppress_tokens: ids never sampled (e.g. pad or BOS), like transformers'
       ``suppress_tokens``; they leave the sampling distribution (``sampling_logprobs``) but
       ``logprobs`` / ``tempered_logprobs`` stay those of the unrestricted policy.
+
+  Returns a ``SampleOutput``. At temperature 0 its ``logprobs`` and ``tempered_logprobs``
+  are both the raw (temperature 1) log-probs of the argmax tokens, and
+  ``sampling_logprobs`` the same, renormalised over the unsuppressed tokens when
+  ``suppress_tokens`` is set (top-k / top-p are ignored: the argmax survives any filter).
+  ``prompt_mask`` may be a global ``jax.Array`` over several processes; its host-side
+  checks then run on the rows this process holds (a bad row raises on its own process).
   """
   if any(not 0 <= t < config.vocab_size for t in suppress_tokens):
     raise ValueError(f"suppress_tokens {suppress_tokens} outside the vocabulary "
@@ -135,9 +177,11 @@ def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_
           axis=-1)
       token = jax.random.categorical(key, sampled, axis=-1)
     token = jnp.where(done, pad_id, token).astype(jnp.int32)
-    live = (~done).astype(jnp.float32)
-    pick = lambda lp: jnp.take_along_axis(lp, token[:, None], axis=-1)[:, 0] * live
+    # A select, not ``* live``: a suppressed or filtered pad scores -inf, and -inf * 0 is NaN.
+    pick = lambda lp: jnp.where(done, 0.0,
+                                jnp.take_along_axis(lp, token[:, None], axis=-1)[:, 0])
     now_done = done if eos_id is None else done | (token == eos_id)
+    live = (~done).astype(jnp.float32)
     return token, (pick(raw), pick(tempered), pick(sampled), live), now_done
 
   def step(carry, key):

@@ -3,7 +3,14 @@
 An objective has ``denominators(batch)`` (global counts, computed once over the whole batch
 before it is split into micro-batches) and ``loss(params, ref_params, batch, denominators)``
 returning ``(loss, metrics)``; summing the losses and metrics of micro-batches gives those of
-the whole batch, because every mean divides by the global count.
+the whole batch, because every mean (every metric too) divides by the global count.
+
+An objective may also have ``statistics(params, ref_params, batch, denominators) -> dict``:
+scalars that depend on the params over the whole batch (KTO's reference point), each a sum over
+rows divided by a global count. With micro-batches, ``accumulate_gradients`` sums them over
+all micro-batches in a forward-only pass first and adds them to the ``denominators`` that every
+micro-batch's ``loss`` gets; with one, it does not call it and ``loss``, seeing the whole
+batch, computes them itself (``losses.with_statistics`` does both for a loss term).
 
 Batches are dicts of arrays (``as_arrays`` turns the data module's dataclasses into one):
 - SFT: ``tokens, attention_mask, loss_mask`` [B, T].
@@ -21,7 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxalign.losses import LossTerm, bradley_terry_loss, sft_loss
+from jaxalign.losses import LossTerm, bradley_terry_loss, sft_loss, statistics_of
 from jaxalign.models import TransformerConfig
 from jaxalign.ops import masked_count, sequence_logprobs
 from jaxalign.training.forward import concat_pairs, reward_scores, token_logprobs
@@ -38,6 +45,9 @@ def as_arrays(batch: Any) -> Batch:
   else:
     raise TypeError(f"cannot read a batch of type {type(batch).__name__}")
   return {k: v for k, v in items if v is not None and hasattr(v, "shape")}
+
+
+_PREFERENCE_COUNTS = ("pairs", "chosen_tokens")  # PreferenceObjective.denominators
 
 
 def _pair_count(batch: Batch) -> jax.Array:
@@ -127,7 +137,12 @@ class PreferenceObjective:
     chosen, rejected, _, _ = self.sequence_logps(ref_params, batch)
     return jax.lax.stop_gradient(chosen), jax.lax.stop_gradient(rejected)
 
-  def loss(self, params, ref_params, batch: Batch, denominators: Batch):
+  def quantities(self, params, ref_params, batch: Batch, denominators: Batch) -> Batch:
+    """The named arrays ``loss_term`` reads (class docstring), one forward pass of each model.
+
+    Entries of ``denominators`` beyond this objective's own counts are statistics of the
+    whole batch (``statistics``) and become quantities of the same names.
+    """
     chosen, rejected, chosen_token_logps, chosen_mask = self.sequence_logps(params, batch)
     ref_chosen, ref_rejected = self.reference_logps(ref_params, batch)
     if self.needs_reference and ref_chosen is None:
@@ -142,10 +157,22 @@ class PreferenceObjective:
         "chosen_token_logps": chosen_token_logps, "chosen_loss_mask": chosen_mask,
         "nll_loss": nll, "denominator": denominators["pairs"],
         "chosen_token_denominator": denominators["chosen_tokens"],
+        "weights": batch.get("weights"),
     }
-    if "weights" in batch:
-      quantities["weights"] = batch["weights"]
-    return self.loss_term({k: v for k, v in quantities.items() if v is not None})
+    quantities.update({k: v for k, v in denominators.items() if k not in _PREFERENCE_COUNTS})
+    return {k: v for k, v in quantities.items() if v is not None}
+
+  def statistics(self, params, ref_params, batch: Batch, denominators: Batch) -> Batch:
+    """This batch's share of the statistics ``loss_term`` declares (``with_statistics``, e.g.
+    KTO's mean log-ratio); ``{}``, without a forward pass, when it declares none."""
+    statistics = statistics_of(self.loss_term)
+    if statistics is None:
+      return {}
+    quantities = self.quantities(params, ref_params, batch, denominators)
+    return jax.lax.stop_gradient(statistics(quantities))
+
+  def loss(self, params, ref_params, batch: Batch, denominators: Batch):
+    return self.loss_term(self.quantities(params, ref_params, batch, denominators))
 
 
 @functools.lru_cache(maxsize=16)

@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxalign.losses import (LossTerm, dpo_loss, hinge_loss, ipo_loss, kto_loss, orpo_loss,
-                             robust_dpo_loss, sft_loss, simpo_loss, term, weighted_sum)
+                             robust_dpo_loss, sft_loss, simpo_loss, term, weighted_sum,
+                             with_statistics)
+from jaxalign.ops import masked_mean, upcast
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,23 +25,43 @@ class LossSpec:
   needs_reference: bool
 
 
+def _kto_logratio_mean(q) -> dict[str, jax.Array]:
+  """``{"kto_logratio_mean": sum_i w_i (r_w,i + r_l,i) / (2 W)}``, ``r = log pi - log pi_ref``.
+
+  The weighted mean log-ratio over both responses of every pair, ``W`` the global (weighted)
+  pair count ``q["denominator"]``; a sum over rows / ``W``, so micro-batches add up to it.
+  """
+  chosen = upcast(q["chosen_logps"]) - upcast(q["ref_chosen_logps"])  # [B]
+  rejected = upcast(q["rejected_logps"]) - upcast(q["ref_rejected_logps"])  # [B]
+  weights = q.get("weights", jnp.ones_like(chosen))
+  return {"kto_logratio_mean": 0.5 * masked_mean(chosen + rejected, weights,
+                                                 q.get("denominator"))}
+
+
 def _kto_term(beta: float, desirable_weight: float = 1.0,
               undesirable_weight: float = 1.0) -> LossTerm:
-  """KTO on pairs: chosen responses are desirable, rejected undesirable. The reference point
-  z_0 is the batch's mean policy/reference log-ratio (detached, clamped at 0), a stand-in for
-  TRL's mismatched-pair estimate that needs no extra forward pass."""
+  """KTO on pairs: chosen responses are desirable, rejected undesirable.
+
+  The reference point ``z_0 = max(0, kto_logratio_mean)`` is the weighted mean
+  policy/reference log-ratio of the global batch's responses (detached), a stand-in for TRL's
+  mismatched-pair estimate that needs no mismatched completions. Under gradient accumulation
+  it is a statistic of the whole batch (``with_statistics``), never of one micro-batch. Every
+  pair holds one desirable and one undesirable example, so both counts are the pair count
+  ``W`` and the loss is a mean over ``2 W`` examples.
+  """
   def loss_term(q):
-    logps = jnp.concatenate([q["chosen_logps"], q["rejected_logps"]])
+    logps = jnp.concatenate([q["chosen_logps"], q["rejected_logps"]])  # [2B]
     ref_logps = jnp.concatenate([q["ref_chosen_logps"], q["ref_rejected_logps"]])
     B = q["chosen_logps"].shape[0]
-    desirable = jnp.arange(2 * B) < B
     weights = q.get("weights")
     weights = None if weights is None else jnp.concatenate([weights, weights])
-    z0 = jax.lax.stop_gradient(jnp.maximum(jnp.mean(logps - ref_logps), 0.0))
-    return kto_loss(logps, ref_logps, desirable, z0, beta=beta,
+    pairs = q.get("denominator")
+    z0 = jnp.maximum(q["kto_logratio_mean"], 0.0)
+    return kto_loss(logps, ref_logps, jnp.arange(2 * B) < B, z0, beta=beta,
                     desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
-                    weights=weights, denominator=2.0 * q["denominator"])
-  return loss_term
+                    weights=weights, denominator=None if pairs is None else 2.0 * pairs,
+                    desirable_denominator=pairs, undesirable_denominator=pairs)
+  return with_statistics(loss_term, _kto_logratio_mean)
 
 
 def _nll_term() -> LossTerm:

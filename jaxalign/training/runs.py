@@ -25,7 +25,8 @@ from jaxalign.training import setup
 from jaxalign.training.loop import Throughput, fit
 from jaxalign.training.metrics_log import MetricsLogger, to_floats
 from jaxalign.training.online_dpo import (OnlineRefresher, SwappableBatches,
-                                          check_online_config, is_offline)
+                                          check_online_config, is_offline, online_reference,
+                                          reward_model_extras)
 from jaxalign.training.objectives import (PreferenceObjective, RewardModelObjective,
                                           SFTObjective, reference_logps_fn)
 from jaxalign.training.optim import make_optimizer
@@ -129,15 +130,15 @@ def _build_rows(run: RunConfig, split: str, main: bool):
 def run_training(run: RunConfig, progress: bool = True) -> dict:
   """Trains per ``run``; resumes from ``output_dir/checkpoints`` if present. Returns the
   final eval metrics."""
+  online = run.task == "online-dpo"
+  refreshing = online and not is_offline(run)
+  if online:  # before anything is built or written
+    check_online_config(run)
   initialize_distributed()
   mesh = make_mesh(run.mesh)
   main = is_main_process()
   if main:
     save_config(run, os.path.join(run.output_dir, "config.yaml"))
-  online = run.task == "online-dpo"
-  refreshing = online and not is_offline(run)
-  if online:
-    check_online_config(run)
   if refreshing:  # pairs come from the policy; the prompts are the data
     train_rows, train_report = setup.build_prompt_rows(run, "train", run.online.max_new_tokens)
   else:
@@ -167,11 +168,14 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
   # The state gets its own copy: the step donates the state's buffers.
   in_step_ref = (setup.copy_tree(ref_params) if ref_params is not None and
                  (run.loss.reference == "in_step" or online) else None)
+  if online and in_step_ref is not None:
+    in_step_ref = online_reference(run, in_step_ref)  # float32 for an EMA reference
   extras = None
   rm = None
   if online and run.online.reward_model:
     rm = setup.load_reward_model(run.online.reward_model)
-    extras = {"rm_params": shard_params(rm[1], mesh)}
+    # The reward model and, when it is retrained, its optimizer state: in the checkpoint.
+    extras = reward_model_extras(run, shard_params(rm[1], mesh))
   state = on_mesh(TrainState.create(params, tx, run.seed, ref_params=in_step_ref,
                                     extras=extras), mesh)
   state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
@@ -188,7 +192,7 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
     batches = SwappableBatches()
     gold = setup.synthetic_task(run).gold_reward if run.data.source == "synthetic" else None
     before_step = OnlineRefresher(run, config, objective, train_rows, batches, with_reference,
-                                  rm=rm, gold_reward=gold)
+                                  rm=rm, gold_reward=gold, mesh=mesh)
   else:
     batches = D.BatchIterator(with_reference(train_rows, state), run.data.batch_size,
                               seed=run.seed, process_index=jax.process_index(),

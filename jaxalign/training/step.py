@@ -4,7 +4,9 @@ Gradient accumulation runs inside the step: the global batch is split into
 ``micro_batches`` interleaved slices (row i goes to micro-batch i mod M, so a batch sharded
 over devices stays evenly sharded in every slice), gradients and metrics are summed in a
 ``lax.scan``, and one optimizer update follows. Losses divide by global counts computed
-before the split, so M micro-batches give the gradient of the whole batch.
+before the split, so M micro-batches give the gradient of the whole batch. A statistic of the
+whole batch that depends on the params (KTO's reference point) comes from a forward-only scan
+over the same micro-batches before the gradient scan (``global_statistics``).
 """
 
 from __future__ import annotations
@@ -27,26 +29,57 @@ def split_micro_batches(batch: dict, micro_batches: int) -> dict:
   return jax.tree_util.tree_map(split, batch)
 
 
+def _first(slices):
+  return jax.tree_util.tree_map(lambda x: x[0], slices)
+
+
+def _scan_sum(fn, slices):
+  """``sum_m fn(slices[m])`` for a pytree-valued ``fn``, one micro-batch at a time."""
+  shapes = jax.eval_shape(fn, _first(slices))
+  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  body = lambda total, micro: (jax.tree_util.tree_map(jnp.add, total, fn(micro)), None)
+  return jax.lax.scan(body, zeros, slices)[0]
+
+
+def global_statistics(objective, params, ref_params, slices: dict, denominators: dict) -> dict:
+  """``sum_m objective.statistics(params, ref_params, slices[m], denominators)`` over the
+  micro-batches ``slices [M, B / M, ...]``: forward passes only, one micro-batch in memory at
+  a time. ``{}`` when the objective has no ``statistics`` or they are empty."""
+  hook = getattr(objective, "statistics", None)
+  if hook is None:
+    return {}
+  fn = lambda micro: hook(params, ref_params, micro, denominators)
+  names = set(jax.eval_shape(fn, _first(slices)))
+  if not names:
+    return {}
+  if names & set(denominators):
+    raise ValueError(f"statistics {sorted(names & set(denominators))} clash with denominators")
+  return jax.lax.stop_gradient(_scan_sum(fn, slices))
+
+
 def accumulate_gradients(objective, params, ref_params, batch: dict, micro_batches: int):
-  """(summed loss, summed metrics, summed grads) over micro-batches of ``batch``."""
+  """(summed loss, summed metrics, summed grads) over micro-batches of ``batch``.
+
+  With ``M > 1`` micro-batches, ``objective.statistics`` (if any) is summed over all of them
+  first (``global_statistics``) and added to the ``denominators`` of every micro-batch's loss,
+  so a loss that needs a statistic of the whole batch (KTO's reference point) gets it, not
+  its micro-batch's. With ``M = 1`` no such pass runs: the loss sees the whole batch and
+  computes its statistics itself.
+  """
   denominators = objective.denominators(batch)
   grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
   if micro_batches == 1:
     (loss, metrics), grads = grad_fn(params, ref_params, batch, denominators)
     return loss, metrics, grads
-
-  def body(carry, micro):
-    (loss, metrics), grads = grad_fn(params, ref_params, micro, denominators)
-    return jax.tree_util.tree_map(jnp.add, carry, (loss, metrics, grads)), None
-
   slices = split_micro_batches(batch, micro_batches)
-  first = jax.tree_util.tree_map(lambda x: x[0], slices)
-  shapes = jax.eval_shape(grad_fn, params, ref_params, first, denominators)
-  (loss_shape, metric_shapes), grad_shapes = shapes
-  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 (loss_shape, metric_shapes, grad_shapes))
-  (loss, metrics, grads), _ = jax.lax.scan(body, zeros, slices)
-  return loss, metrics, grads
+  denominators = dict(denominators, **global_statistics(objective, params, ref_params, slices,
+                                                        denominators))
+
+  def micro_step(micro):
+    (loss, metrics), grads = grad_fn(params, ref_params, micro, denominators)
+    return loss, metrics, grads
+
+  return _scan_sum(micro_step, slices)
 
 
 def train_step(objective, state: TrainState, batch: dict, micro_batches: int = 1):

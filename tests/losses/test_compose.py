@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxalign.losses import dpo_loss, ipo_loss, sft_loss, term, weighted_sum
+from jaxalign.losses import (dpo_loss, ipo_loss, sft_loss, statistics_of, term, weighted_sum,
+                             with_statistics)
 
 QUANTITIES = {
     "chosen_logps": jnp.array([-10.0, -5.0]), "rejected_logps": jnp.array([-12.0, -4.0]),
@@ -62,3 +63,19 @@ def test_missing_and_unknown_names_fail_loudly():
     term(sft_loss, rename={"tokens": "x"})
   with pytest.raises(KeyError):
     term(sft_loss, rename={"token_logps": "absent"})(QUANTITIES)
+
+
+def test_statistics_reach_a_term_inside_a_sum_and_fall_back_to_the_batch():
+  # a term that reads the batch mean of chosen_logps: given as a quantity it wins (the
+  # objective computed it over the global batch); missing, it is computed from the quantities
+  mean = lambda q: {"mean_chosen": jnp.mean(q["chosen_logps"])}
+  centred = with_statistics(lambda q: (jnp.sum(q["chosen_logps"] - q["mean_chosen"]), {}),
+                            mean)
+  total = weighted_sum({"dpo": term(dpo_loss), "centred": (2.0, centred)})
+  assert statistics_of(term(dpo_loss)) is None
+  assert statistics_of(total)(QUANTITIES) == {"mean_chosen": -7.5}
+  np.testing.assert_allclose(total(QUANTITIES)[1]["centred/loss"], 0.0)
+  np.testing.assert_allclose(total({**QUANTITIES, "mean_chosen": -8.0})[1]["centred/loss"], 1.0)
+  grad = jax.grad(lambda c: centred({**QUANTITIES, "chosen_logps": c})[0])(
+      QUANTITIES["chosen_logps"])
+  np.testing.assert_allclose(grad, [1.0, 1.0])  # no gradient through the statistic

@@ -55,3 +55,26 @@ def test_kto_reference_kl():
   np.testing.assert_allclose(kto_reference_kl(jnp.array([-3.0, -4.0]), jnp.array([-4.0, -4.0])),
                              0.5)
   assert kto_reference_kl(jnp.array([-5.0]), jnp.array([-4.0])) == 0.0
+
+
+def test_kto_halves_with_global_denominators_add_up_to_the_whole():
+  # 6 weighted examples split into even and odd rows: with the global counts (all, desirable,
+  # undesirable) as denominators, the halves' losses and metrics sum to the whole batch's
+  logps = jnp.array([-8.0, -9.0, -3.0, -7.0, -5.0, -6.0])
+  ref_logps = jnp.array([-10.0, -6.0, -4.0, -7.5, -9.0, -2.0])
+  desirable = jnp.array([True, False, False, True, True, False])
+  weights = jnp.array([1.0, 2.0, 0.0, 1.0, 0.5, 1.0])
+  knobs = dict(beta=0.1, undesirable_weight=1.5)
+  loss, metrics = kto_loss(logps, ref_logps, desirable, 0.4, weights=weights, **knobs)
+  counts = dict(denominator=jnp.sum(weights),
+                desirable_denominator=jnp.sum(jnp.where(desirable, weights, 0.0)),
+                undesirable_denominator=jnp.sum(jnp.where(desirable, 0.0, weights)))
+  halves = [kto_loss(logps[i::2], ref_logps[i::2], desirable[i::2], 0.4, weights=weights[i::2],
+                     **counts, **knobs) for i in (0, 1)]
+  np.testing.assert_allclose(halves[0][0] + halves[1][0], loss, rtol=1e-6)
+  assert halves[0][1].keys() == metrics.keys()
+  for key in metrics:  # kl too: each half reports z0 times its share of the weight
+    np.testing.assert_allclose(halves[0][1][key] + halves[1][1][key], metrics[key], rtol=1e-6,
+                               err_msg=key)
+  np.testing.assert_allclose(metrics["kl"], 0.4, rtol=1e-6)
+  np.testing.assert_allclose(metrics["logps/chosen"], (-8.0 - 7.0 - 2.5) / 2.5, rtol=1e-6)

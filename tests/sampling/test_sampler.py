@@ -105,26 +105,56 @@ def test_bad_prompts_raise():
              jax.random.key(0), max_new_tokens=2)
 
 
-def test_early_exit_gives_the_same_output():
+def _assert_same_output(a, b):
+  """Every field of two SampleOutputs equal, exactly (tokens, masks, all three log-probs)."""
+  for name in ("tokens", "logprobs", "tempered_logprobs", "sampling_logprobs",
+               "response_mask", "lengths", "sequence", "sequence_mask"):
+    np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def _scan_and_loop(config, params, prompt, mask, key, **kwargs):
+  """The fixed-length scan (early_exit=False) and the while loop (the default with EOS)."""
+  return [generate(config, params, prompt, mask, key, early_exit=flag, return_sequence=True,
+                   **kwargs) for flag in (False, True)]
+
+
+def test_early_exit_equals_the_scan_when_some_rows_run_to_the_budget():
   config = tiny_gpt2()
   params = init_params(config, jax.random.key(0))
   prompt = jax.random.randint(jax.random.key(1), (6, 5), 3, config.vocab_size)
   mask = jnp.ones_like(prompt).at[0, :2].set(0)
-  probe = generate(config, params, prompt, mask, jax.random.key(3), max_new_tokens=12)
+  kwargs = dict(max_new_tokens=12, temperature=0.8, top_k=40)
+  probe = generate(config, params, prompt, mask, jax.random.key(3), **kwargs)
   eos = int(probe.tokens[0, 2])
-  kwargs = dict(max_new_tokens=12, eos_id=eos, return_sequence=True)
-  scan = generate(config, params, prompt, mask, jax.random.key(3), **kwargs)
-  loop = generate(config, params, prompt, mask, jax.random.key(3), early_exit=True, **kwargs)
-  for a, b in zip(jax.tree_util.tree_leaves(scan), jax.tree_util.tree_leaves(loop)):
-    np.testing.assert_array_equal(a, b)
-  # Every row stops at once on the fake model (EOS right after the prompt): still equal.
+  scan, loop = _scan_and_loop(config, params, prompt, mask, jax.random.key(3), eos_id=eos,
+                              **kwargs)
+  lengths = np.asarray(scan.lengths)
+  assert lengths.min() <= 3 and lengths.max() == 12, lengths  # both kinds of row
+  assert not np.array_equal(scan.logprobs, scan.tempered_logprobs)
+  assert not np.array_equal(scan.tempered_logprobs, scan.sampling_logprobs)
+  _assert_same_output(scan, loop)
+
+
+def test_early_exit_equals_the_scan_when_every_row_stops_early():
+  rng = np.random.default_rng(0)
+  table = rng.normal(size=(V, V)).astype(np.float32)
+  table[:, 9] += 3.0  # EOS (9) is likely after every token
+  config, params = fake_model(table)
+  prompt = rng.integers(1, V, (8, 3))
+  scan, loop = _scan_and_loop(config, params, prompt, np.ones_like(prompt), jax.random.key(5),
+                              max_new_tokens=16, temperature=0.8, top_k=6, eos_id=9)
+  lengths = np.asarray(scan.lengths)
+  assert lengths.max() < 16 and lengths.min() < lengths.max(), lengths  # loop exits early
+  assert not np.array_equal(scan.tempered_logprobs, scan.sampling_logprobs)
+  _assert_same_output(scan, loop)
+  # Deterministic successors: the loop stops after 4 steps with the hand-known tokens.
   fake_config, fake_params = fake_model(_successor_table())
   start = np.array([[2, 3], [5, 6]])
-  outs = [generate(fake_config, fake_params, start, np.ones_like(start), jax.random.key(0),
-                   max_new_tokens=8, eos_id=7, early_exit=flag) for flag in (False, True)]
-  np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
-  np.testing.assert_array_equal(outs[1].tokens, [[4, 5, 6, 7, 0, 0, 0, 0],
-                                                 [7, 0, 0, 0, 0, 0, 0, 0]])
+  scan, loop = _scan_and_loop(fake_config, fake_params, start, np.ones_like(start),
+                              jax.random.key(0), max_new_tokens=8, eos_id=7)
+  _assert_same_output(scan, loop)
+  np.testing.assert_array_equal(loop.tokens, [[4, 5, 6, 7, 0, 0, 0, 0],
+                                              [7, 0, 0, 0, 0, 0, 0, 0]])
 
 
 def test_suppressed_tokens_are_never_sampled():

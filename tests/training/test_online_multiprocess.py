@@ -3,7 +3,11 @@ process x 8 devices: PPO iterations and online-DPO refreshes, through ``jaxalign
 
 Each process feeds its own slice of every global prompt batch; rollouts are global arrays
 over the one 8-device mesh, gathered to every host where host values are needed (metrics,
-the gold reward, online DPO's pairs). Only process 0 writes metrics."""
+the gold reward, online DPO's pairs). Only process 0 writes metrics.
+
+Adam runs with eps = 1e-3 (policy and reward model): with 1e-8, an entry whose gradient is
+reduction-order noise (~1e-9; the cross-process all-reduce sums in another order) moves by
++-lr, which says nothing about distributed correctness."""
 
 from __future__ import annotations
 
@@ -57,3 +61,25 @@ def test_two_process_ppo_matches_one_process(sft_and_rm, tmp_path):
   assert "prompts:" in outputs[0] and "prompts:" not in outputs[1], "only process 0 prints"
   assert len(single) == 2 and single[0]["rollout/kl"] == 0.0
   _assert_same_rows(single, multi, ("rollout/", "ppo/", "objective/"))
+
+
+def test_two_process_online_dpo_refreshes_match_one_process(sft_and_rm, tmp_path):
+  # Two refreshes (steps 0 and 2), the second after a reward-model refresh: sampling,
+  # reward-model labels, pair formation, cached reference log-probs, RM Bradley-Terry steps
+  # and the DPO steps on the pairs all run on the two-process mesh.
+  settings = dict(MESH, **{"model.init_from": sft_and_rm["sft"],
+                           "online.reward_model": sft_and_rm["rm"], "loop.steps": 4,
+                           "loop.log_every": 1, "online.refresh_every": 2,
+                           "online.rm_refresh_every": 1, "online.rm_refresh_prompts": 32,
+                           "online.rm_refresh_steps": 2, "online.prompts_per_refresh": 24,
+                           "online.samples_per_prompt": 3, "online.max_new_tokens": 12,
+                           "online.reference": "previous_iterate", "data.batch_size": 16,
+                           "data.num_eval": 32, "data.eval_batch_size": 32,
+                           "optimizer.learning_rate": 1e-3, "optimizer.eps": 1e-3,
+                           "online.rm_optimizer.eps": 1e-3})
+  single, multi, _ = _one_and_two_processes("online-dpo", tmp_path, settings)
+  refreshes = [r for r in single if "online/pairs" in r]
+  assert [r["step"] for r in refreshes] == [0, 2]
+  assert "online/rm_loss" in refreshes[1] and refreshes[0]["online/pairs"] > 0
+  _assert_same_rows(single, multi, ("online/", "train/loss", "train/rewards/", "train/logps/",
+                                    "eval/"))

@@ -1,16 +1,20 @@
 """A step gives the same loss and params on 1 device, on data-parallel and FSDP meshes, and
-with gradient accumulation; same seed, same bits."""
+with gradient accumulation (every loss, metric and gradient of every objective: each loss of
+LOSS_NAMES, a weighted sum, SFT, reward models); same seed, same bits."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxalign.models import init_params, tiny_gpt2
+from jaxalign.losses import weighted_sum
+from jaxalign.models import ScalarHead, init_params, tiny_gpt2
 from jaxalign.parallel import MeshConfig, make_mesh, shard_batch, shard_params
-from jaxalign.training.objectives import PreferenceObjective, SFTObjective
+from jaxalign.training.forward import token_logprobs
+from jaxalign.training.objectives import (PreferenceObjective, RewardModelObjective,
+                                          SFTObjective)
 from jaxalign.training.optim import OptimizerConfig, make_optimizer
-from jaxalign.training.preference_losses import preference_loss
+from jaxalign.training.preference_losses import LOSS_NAMES, preference_loss
 from jaxalign.training.state import TrainState
 from jaxalign.training.step import make_train_step
 from tests.training.pairs import random_pairs
@@ -53,20 +57,120 @@ def test_one_step_is_the_same_on_every_mesh():
     assert _max_diff(sharded.params, single.params) < 1e-5, mesh_config
 
 
-@pytest.mark.parametrize("objective", ["dpo", "sft"])
-def test_four_micro_batches_of_two_equal_one_batch_of_eight(objective):
-  batch = random_pairs(1)
-  if objective == "sft":
-    obj = SFTObjective(CONFIG)
-    batch = {"tokens": batch["chosen_tokens"], "attention_mask": batch["chosen_attention_mask"],
-             "loss_mask": batch["chosen_loss_mask"]}
-  else:
-    obj = _dpo()
-  whole, metrics = make_train_step(obj)(_state(), batch)
-  split, split_metrics = make_train_step(obj, micro_batches=4)(_state(), batch)
-  assert _max_diff(whole.params, split.params) < 1e-5
-  for name in metrics:
-    np.testing.assert_allclose(split_metrics[name], metrics[name], atol=1e-5, err_msg=name)
+OBJECTIVES = LOSS_NAMES + ("weighted_sum", "sft", "rm", "rm_centered")
+
+
+def _objective(name):
+  """The objective called ``name``: a loss of LOSS_NAMES, a weighted sum, SFT or an RM."""
+  if name == "sft":
+    return SFTObjective(CONFIG)
+  if name in ("rm", "rm_centered"):
+    coefficient = 0.01 if name == "rm_centered" else None
+    return RewardModelObjective(CONFIG, center_rewards_coefficient=coefficient)
+  if name == "weighted_sum":  # KTO's reference point must reach a term inside a sum
+    loss_term = weighted_sum({"dpo": preference_loss("dpo").loss_term,
+                              "kto": (0.5, preference_loss("kto").loss_term)})
+    return PreferenceObjective(CONFIG, loss_term)
+  spec = preference_loss(name)
+  return PreferenceObjective(CONFIG, spec.loss_term, average_logps=spec.average_logps,
+                             needs_reference=spec.needs_reference)
+
+
+def _pairs(weighted: bool):
+  """8 pairs, every row its own response lengths. Unweighted: rejected rows padded wider than
+  chosen ones. Weighted: rows 1 and 5 (all of micro-batch 1 of 4) weigh 0, others 0.5 to 2,
+  and a Llama-2 margin per pair."""
+  if not weighted:
+    rejected = random_pairs(7, T=32)
+    return dict(random_pairs(1), **{k: v for k, v in rejected.items() if "rejected" in k})
+  return dict(random_pairs(2), weights=WEIGHTS,
+              margin=jnp.linspace(-1.0, 1.0, 8, dtype=jnp.float32))
+
+
+WEIGHTS = jnp.array([1.0, 0.0, 2.0, 1.0, 0.5, 0.0, 1.0, 1.5], jnp.float32)
+
+
+def _batch(name, weighted):
+  batch = _pairs(weighted)
+  if name != "sft":
+    return batch
+  loss_mask = batch["chosen_loss_mask"]
+  if weighted:  # SFT has no weights: micro-batch 1 of 4 gets no response token at all
+    loss_mask = loss_mask * (WEIGHTS > 0)[:, None].astype(loss_mask.dtype)
+  return {"tokens": batch["chosen_tokens"], "attention_mask": batch["chosen_attention_mask"],
+          "loss_mask": loss_mask}
+
+
+def _objective_state(name):
+  if name not in ("rm", "rm_centered"):
+    return _state()
+  backbone = {k: v for k, v in init_params(CONFIG, jax.random.key(0)).items() if k != "lm_head"}
+  head = ScalarHead().init(jax.random.key(2), jnp.zeros((1, CONFIG.embed_dim)))["params"]
+  params = {"backbone": backbone, "score": head}
+  return TrainState.create(params, make_optimizer(SGD), seed=0)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_four_micro_batches_of_two_equal_one_batch_of_eight(name, weighted):
+  obj, batch = _objective(name), _batch(name, weighted)
+  whole, metrics = make_train_step(obj)(_objective_state(name), batch)
+  split, split_metrics = make_train_step(obj, micro_batches=4)(_objective_state(name), batch)
+  assert split_metrics.keys() == metrics.keys()
+  for key in metrics:
+    np.testing.assert_allclose(split_metrics[key], metrics[key], rtol=1e-5, atol=1e-5,
+                               err_msg=key)
+  assert _max_diff(whole.params, split.params) < 1e-5  # plain SGD, lr 1: the same gradient
+
+
+def _summed_logps(params, tokens, attention, loss_mask):
+  """Summed response log-probs, one independent forward pass per row, as float64 ``[B]``."""
+  forward = jax.jit(lambda p, t, a: token_logprobs(CONFIG, p, t, a))
+  return np.array([np.sum(np.asarray(forward(params, tokens[i:i + 1], attention[i:i + 1])[0],
+                                     np.float64) * np.asarray(loss_mask[i]))
+                   for i in range(tokens.shape[0])])
+
+
+def _kto_numpy(params, ref, batch, beta=0.1):
+  """z0 = max(0, sum_i w_i (r_w,i + r_l,i) / (2 W)), W = sum w; the loss and the metrics."""
+  logps = {(model, side): _summed_logps(p, batch[f"{side}_tokens"],
+                                        batch[f"{side}_attention_mask"],
+                                        batch[f"{side}_loss_mask"])
+           for model, p in (("policy", params), ("ref", ref))
+           for side in ("chosen", "rejected")}
+  w = np.asarray(batch["weights"], np.float64)
+  W = max(w.sum(), 1.0)
+  r_w = logps["policy", "chosen"] - logps["ref", "chosen"]
+  r_l = logps["policy", "rejected"] - logps["ref", "rejected"]
+  mean_ratio = np.sum(w * (r_w + r_l)) / (2 * W)
+  z0 = max(mean_ratio, 0.0)
+  sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))
+  loss = np.sum(w * (1 - sigmoid(beta * (r_w - z0))) + w * (1 - sigmoid(beta * (z0 - r_l))))
+  return mean_ratio, {
+      "loss": loss / (2 * W), "kl": z0,
+      "logps/chosen": np.sum(w * logps["policy", "chosen"]) / W,
+      "logps/rejected": np.sum(w * logps["policy", "rejected"]) / W,
+      "rewards/chosen": beta * np.sum(w * r_w) / W,
+      "rewards/rejected": beta * np.sum(w * r_l) / W,
+      "rewards/margins": beta * np.sum(w * (r_w - r_l)) / W}
+
+
+def test_kto_reference_point_and_metrics_are_global_weighted_means():
+  batch = dict(random_pairs(3), weights=WEIGHTS)
+  params, ref = init_params(CONFIG, jax.random.key(0)), init_params(CONFIG, jax.random.key(1))
+  mean_ratio, expected = _kto_numpy(params, ref, batch)
+  if mean_ratio < 0:  # the clamp would hide z0: take the model that is ahead as the policy
+    params, ref = ref, params
+    mean_ratio, expected = _kto_numpy(params, ref, batch)
+  assert expected["kl"] > 0.1
+  objective = PreferenceObjective(CONFIG, preference_loss("kto", beta=0.1).loss_term)
+  for micro_batches in (1, 4):
+    state = TrainState.create(params, make_optimizer(SGD), seed=0, ref_params=ref)
+    step = make_train_step(objective, micro_batches=micro_batches, donate=False)
+    _, metrics = step(state, batch)
+    for key, value in expected.items():
+      np.testing.assert_allclose(metrics[key], value, rtol=1e-4, atol=1e-4,
+                                 err_msg=f"{key}, micro_batches={micro_batches}")
 
 
 def test_same_seed_same_bits_different_data_different_result():
