@@ -2,7 +2,10 @@
 
 ``Checkpointer(directory, save_every=N, keep=K)`` saves asynchronously every N steps and keeps
 the last K; with ``best_metric`` it also keeps the single best checkpoint (by an eval metric)
-under ``directory/best``. ``restore`` puts the arrays onto whatever shardings the new run's
+under ``directory/best``. Saves happen on multiples of N (orbax's default policy would also save
+the first step it sees: a full checkpoint at step 1), on ``force`` and when JAX's preemption
+service reports a preemption (multi-host SIGTERM). ``meta`` (a small JSON dict, e.g. the
+metrics log's length) travels with each checkpoint. ``restore`` puts the arrays onto whatever shardings the new run's
 abstract state carries (another mesh shape is fine). Every process calls save and restore
 (orbax coordinates them); paths may be local or ``gs://``.
 """
@@ -41,10 +44,16 @@ class Checkpointer:
     self.directory = os.path.abspath(directory) if "://" not in directory else directory
     self.save_every = save_every
     self.best_metric = best_metric
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every,
+    policies = ocp.checkpoint_managers
+    decide = [policies.PreemptionCheckpointingPolicy()]  # save_every=0: forced saves only
+    if save_every and save_every > 0:
+      decide.append(policies.FixedIntervalPolicy(int(save_every)))
+    decide = policies.AnySavePolicy(decide)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=decide,
                                            enable_async_checkpointing=async_save, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self.best = None
+    self.restored_meta: dict | None = None  # the ``meta`` of the last restored checkpoint
     if best_metric:
       best_options = ocp.CheckpointManagerOptions(
           max_to_keep=1, best_fn=lambda metrics: metrics[best_metric], best_mode=best_mode,
@@ -53,16 +62,24 @@ class Checkpointer:
                                         options=best_options)
 
   @staticmethod
-  def _args(state: TrainState, data_state: dict | None):
+  def _args(state: TrainState, data_state: dict | None, meta: dict | None = None):
     items = {"state": ocp.args.StandardSave(state_to_tree(state))}
     if data_state is not None:
       items["data"] = ocp.args.JsonSave(data_state)
+    if meta is not None:
+      items["meta"] = ocp.args.JsonSave(meta)
     return ocp.args.Composite(**items)
 
   def save(self, step: int, state: TrainState, data_state: dict | None = None,
-           force: bool = False) -> bool:
-    """Saves when ``step`` is on the interval (or ``force``); returns whether it did."""
-    return self.manager.save(step, args=self._args(state, data_state), force=force)
+           force: bool = False, meta: dict | None = None) -> bool:
+    """Saves when ``step`` is on the interval, on a preemption, or with ``force``; returns
+    whether it did."""
+    return self.manager.save(step, args=self._args(state, data_state, meta), force=force)
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every process at the same step once JAX's preemption service saw a
+    preemption notice (multi-host); False on one process."""
+    return jax.process_count() > 1 and self.manager.reached_preemption(step)
 
   def save_if_best(self, step: int, state: TrainState, metrics: dict,
                    data_state: dict | None = None) -> None:
@@ -81,10 +98,13 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"{self.directory}: no checkpoint to restore")
     items = {"state": ocp.args.StandardRestore(abstract_tree(like))}
-    if "data" in manager.item_metadata(step):
-      items["data"] = ocp.args.JsonRestore()
+    saved = manager.item_metadata(step)
+    for name in ("data", "meta"):
+      if name in saved:
+        items[name] = ocp.args.JsonRestore()
     restored = manager.restore(step, args=ocp.args.Composite(**items))
     data = restored["data"] if "data" in items else None
+    self.restored_meta = restored["meta"] if "meta" in items else None
     return tree_to_state(restored["state"], like), data
 
   def wait(self) -> None:

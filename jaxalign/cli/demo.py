@@ -41,7 +41,8 @@ def _stage(demo: DemoConfig, name: str, overrides: list[str]) -> dict:
   run = load_config(RunConfig, None, [f"output_dir={os.path.join(demo.output_dir, name)}",
                                       f"seed={demo.seed}", f"data.batch_size={demo.batch_size}",
                                       "loop.log_every=50"] + overrides)
-  return run_training(run, progress=False)
+  # Each stage trains from the one before: always afresh (a kept stage could be stale).
+  return run_training(run, progress=False, on_existing="overwrite")
 
 
 def run_demo(demo: DemoConfig = DemoConfig()) -> dict:
@@ -77,7 +78,7 @@ def run_demo(demo: DemoConfig = DemoConfig()) -> dict:
         "task=ppo", f"output_dir={os.path.join(out, 'ppo')}", f"seed={demo.seed}",
         f"loop.steps={demo.ppo_iterations}", "loop.log_every=10", f"model.init_from={sft_dir}",
         f"online.reward_model={rm_dir}", "optimizer.learning_rate=1.5e-4",
-        "ppo.rollout_batch_size=64"]), progress=False)
+        "ppo.rollout_batch_size=64"]), progress=False, on_existing="overwrite")
     results["ppo"] = {}
   print("[4/4] sampling held-out prompts from every policy")
   task = synthetic_task(load_config(RunConfig))

@@ -1,75 +1,96 @@
-"""``jaxalign eval`` and ``jaxalign sample`` on model folders written by ``jaxalign train``."""
+"""``jaxalign sample`` on model folders written by ``jaxalign train`` (``jaxalign eval`` is in
+``jaxalign.cli.eval_cmd``).
+
+``--model`` is a jaxalign policy folder or a Hugging Face folder. The tokenizer is the
+model folder's own (``jaxalign.training.tokenizers.model_tokenizer``);
+``--tokenizer`` overrides it (a folder, or ``bytes``). Prompts come from ``--prompt``
+(repeatable) and / or ``--prompts-file`` (JSONL / Parquet rows with a ``prompt`` field, or
+plain text lines); ``--chat`` renders each prompt as a user message with the tokenizer's chat
+template. Output: a JSON list on stdout, or with ``--output FILE`` one JSON object per
+prompt (JSONL) there.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import jax
-import numpy as np
 
 from jaxalign import data as D
-from jaxalign.config import RunConfig, load_config
-from jaxalign.models import CheckpointError, load_model
-from jaxalign.parallel import make_mesh
-from jaxalign.sampling import generate
-from jaxalign.training import setup
-from jaxalign.training.runs import make_evaluator, make_objective
+from jaxalign.eval.file_prompts import check_budget, encode_prompts, read_prompts, sample_rows
+from jaxalign.models import load_model, load_pretrained
+from jaxalign.models.params_io import CONFIG_FILE
+from jaxalign.training.compat import folder_config, hf_folder_config
+from jaxalign.training.tokenizers import BYTES, model_tokenizer
 
 
-def run_eval(model_dir: str, reference_dir: str | None, config_path: str | None,
-             overrides: list[str], beta: float) -> dict:
-  """Held-out metrics: a reward model's accuracy, or a policy's implicit-reward accuracy
-  against ``reference_dir`` (and its gold reward / KL on the synthetic task)."""
-  config, params, kind = load_model(model_dir)
-  task = "rm" if kind == "reward_model" else "dpo"
-  run = load_config(RunConfig, config_path,
-                    [f"task={task}", "loss.name=dpo", f"loss.beta={beta}"] + overrides)
-  rows, report = setup.build_rows(run, "eval")
-  ref_params = None
-  if task == "dpo":
-    if reference_dir is None:
-      raise CheckpointError("evaluating a policy needs --reference (the model it started from)")
-    _, ref_params, _ = load_model(reference_dir)
-  mesh = make_mesh(run.mesh)
-  evaluate = make_evaluator(make_objective(run, config), rows, ref_params,
-                            run.data.eval_batch_size, mesh)
-  result = {"data": report.summary(), **evaluate(params)}
-  if task == "dpo" and run.data.source == "synthetic":
-    from jaxalign.eval import sample_and_score
-    synthetic = setup.synthetic_task(run)
-    prompts = synthetic.prompt_rows(run.data.num_eval, seed=99)
-    batch = prompts.batch(np.arange(len(prompts)), prompts.max_length)
-    result.update(sample_and_score(
-        config, params, ref_params, batch.tokens, batch.attention_mask,
-        jax.random.PRNGKey(run.seed), max_new_tokens=synthetic.config.max_response_length,
-        eos_id=config.eos_token_id, gold_reward=synthetic.gold_reward))
-  return result
+def policy_folder(model_dir: str, key: str = "--model"):
+  """``(config, load_params)`` of a jaxalign policy folder or a Hugging Face folder (named
+  ``key`` in errors); the config is read now, the weights when ``load_params()`` is called."""
+  if os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
+    return (folder_config(model_dir, key, "policy"), lambda: load_model(model_dir)[1])
+  return hf_folder_config(model_dir, key), lambda: load_pretrained(model_dir)[1]
 
 
-def run_sample(model_dir: str, prompts: list[str], tokenizer_dir: str | None, synthetic: bool,
-               max_new_tokens: int, temperature: float, top_k: int, top_p: float,
-               seed: int) -> list[dict]:
-  config, params, kind = load_model(model_dir)
-  if kind != "policy":
-    raise CheckpointError(f"{model_dir}: holds a {kind}; sampling needs a policy")
-  tokenizer = (D.SyntheticTokenizer(config.vocab_size) if synthetic
-               else D.load_tokenizer(tokenizer_dir))
-  encoded = [tokenizer.encode(p) for p in prompts]
-  if any(not ids for ids in encoded):
-    raise ValueError("every --prompt must encode to at least one token")
-  tokens, mask = D.left_pad([np.asarray(ids) for ids in encoded],
-                            max(len(ids) for ids in encoded), tokenizer.pad_id)
-  out = generate(config, params, tokens, mask, jax.random.PRNGKey(seed),
-                 max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                 top_p=top_p, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-  results = []
-  for row, prompt in enumerate(prompts):
-    n = int(out.lengths[row])
-    ids = np.asarray(out.tokens[row, :n]).tolist()
-    results.append({"prompt": prompt, "response": tokenizer.decode(ids), "tokens": ids,
-                    "logprob": float(np.asarray(out.logprobs[row]).sum())})
+def resolve_tokenizer(model_dir: str, tokenizer: str | None = None, synthetic: bool = False,
+                      vocab_size: int | None = None):
+  """``--tokenizer`` (a folder or ``bytes``), ``--synthetic``, else the model folder's."""
+  if synthetic:
+    return D.SyntheticTokenizer(vocab_size)
+  if tokenizer == BYTES:
+    return D.ByteTokenizer()
+  if tokenizer:
+    return D.HFTokenizer.from_folder(tokenizer)
+  try:
+    return model_tokenizer(model_dir)
+  except D.TokenizerError as error:
+    raise D.TokenizerError(f"--model: {error}; pass --tokenizer (a folder with "
+                           "tokenizer.json, or 'bytes')") from None
+
+
+def gather_prompts(prompts: list[str] | None, prompts_file: str | None) -> list:
+  out = list(prompts or [])
+  if prompts_file:
+    out += read_prompts(prompts_file)
+  if not out:
+    raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")
+  return out
+
+
+def warn_default_template(tokenizer, chat: bool, prompts: list) -> None:
+  if tokenizer.chat_template is None and (chat or any(not isinstance(p, str) for p in prompts)):
+    print("jaxalign: warning: the tokenizer has no chat template; using jaxalign's default "
+          "(<|role|> lines, docs/data.md)", file=sys.stderr)
+
+
+def run_sample(model_dir: str, prompts: list[str] | None, tokenizer_dir: str | None,
+               synthetic: bool, max_new_tokens: int, temperature: float, top_k: int,
+               top_p: float, seed: int, prompts_file: str | None = None, chat: bool = False,
+               output: str | None = None, batch_size: int = 32) -> list[dict]:
+  """One sample per prompt; returns (and with ``output`` writes as JSONL) the records
+  ``{"prompt", "response", "tokens", "logprob"}``."""
+  config, load_params = policy_folder(model_dir)
+  texts = gather_prompts(prompts, prompts_file)
+  tokenizer = resolve_tokenizer(model_dir, tokenizer_dir, synthetic, config.vocab_size)
+  if tokenizer.vocab_size > config.vocab_size:
+    raise D.TokenizerError(f"the tokenizer has {tokenizer.vocab_size} ids but --model "
+                           f"{model_dir} has vocab_size {config.vocab_size}")
+  warn_default_template(tokenizer, chat, texts)
+  encoded = encode_prompts(texts, tokenizer, chat)
+  check_budget(config, encoded, max_new_tokens, f"--model {model_dir}")
+  params = load_params()
+  samples = sample_rows(config, params, encoded, tokenizer, jax.random.PRNGKey(seed),
+                        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                        top_p=top_p, batch_size=batch_size)
+  results = [{"prompt": prompt, **sample} for prompt, sample in zip(texts, samples)]
+  if output:
+    write_jsonl(output, results)
   return results
 
 
-def print_json(value) -> None:
-  print(json.dumps(value, indent=2))
+def write_jsonl(path: str, rows: list[dict]) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")

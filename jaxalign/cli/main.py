@@ -1,4 +1,4 @@
-"""The ``jaxalign`` command: train, eval, sample, demo."""
+"""The ``jaxalign`` command: train, eval, sample, export, reproduce, demo."""
 
 from __future__ import annotations
 
@@ -31,28 +31,18 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument("--loss", choices=LOSS_NAMES, help="DPO-family loss (dpo only)")
   train.add_argument("--output-dir", help="where the run writes (config.output_dir; default "
                      "$JAXALIGN_RUN_DIR when set)")
-  train.add_argument("--no-progress", action="store_true")
+  train.add_argument("--no-progress", action="store_true",
+                     help="no progress bar: a log line every loop.log_every steps instead")
+  existing = train.add_mutually_exclusive_group()
+  existing.add_argument("--overwrite", action="store_true", help="output_dir holds another "
+                        "run: remove its outputs and start fresh")
+  existing.add_argument("--resume", action="store_true", help="output_dir holds a run with "
+                        "another config: continue from its checkpoint with this config")
+  train.add_argument("--print-config", action="store_true",
+                     help="print every config key with its resolved value and exit")
 
-  evaluate = commands.add_parser("eval", help="held-out metrics of a trained model")
-  evaluate.add_argument("--model", required=True, help="a model folder from jaxalign train")
-  evaluate.add_argument("--reference", help="the reference policy (for a policy's implicit "
-                        "reward accuracy and KL)")
-  evaluate.add_argument("--beta", type=float, default=0.1, help="implicit reward scale")
-  evaluate.add_argument("--config", help="run config whose data section names the eval set")
-  evaluate.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE")
-
-  sample = commands.add_parser("sample", help="sample responses from a trained policy")
-  sample.add_argument("--model", required=True)
-  sample.add_argument("--prompt", action="append", required=True, help="repeatable")
-  sample.add_argument("--tokenizer", help="folder with tokenizer.json (default: bytes)")
-  sample.add_argument("--synthetic", action="store_true",
-                      help="prompts are synthetic-task words like 't2 t17 t5'")
-  sample.add_argument("--max-new-tokens", type=int, default=32)
-  sample.add_argument("--temperature", type=float, default=1.0)
-  sample.add_argument("--top-k", type=int, default=0)
-  sample.add_argument("--top-p", type=float, default=1.0)
-  sample.add_argument("--seed", type=int, default=0)
+  from jaxalign.cli.model_args import add_model_commands
+  add_model_commands(commands)  # eval, sample, export
 
   reproduce = commands.add_parser(
       "reproduce", help="run a paper reproduction from experiments/ (from the repo root)")
@@ -80,23 +70,16 @@ def _train(args) -> int:
   if output_dir:
     overrides.append(f"output_dir={output_dir}")
   run = load_config(RunConfig, args.config, overrides)
+  if args.print_config:
+    from jaxalign.config.validate import format_config
+    print(format_config(run))
+    return 0
+  from jaxalign.cli.runtime import disable_tfds_progress
+  disable_tfds_progress()
   train_fn = run_ppo if run.task == "ppo" else run_training
-  result = train_fn(run, progress=not args.no_progress)
+  on_existing = "overwrite" if args.overwrite else "resume" if args.resume else "auto"
+  result = train_fn(run, progress=not args.no_progress, on_existing=on_existing)
   print(" ".join(f"{k}={v:.4g}" for k, v in result.items()))
-  return 0
-
-
-def _eval(args) -> int:
-  from jaxalign.cli.inspect_cmds import print_json, run_eval
-  print_json(run_eval(args.model, args.reference, args.config, args.overrides, args.beta))
-  return 0
-
-
-def _sample(args) -> int:
-  from jaxalign.cli.inspect_cmds import print_json, run_sample
-  print_json(run_sample(args.model, args.prompt, args.tokenizer, args.synthetic,
-                        args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                        args.seed))
   return 0
 
 
@@ -125,14 +108,29 @@ def _demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+  from jaxalign.cli import runtime
   _default_xla_flags()
+  runtime.enable_compilation_cache()  # before JAX starts
+  runtime.quiet_libraries()
   args = _parser().parse_args(argv)
-  handlers = {"train": _train, "eval": _eval, "sample": _sample, "reproduce": _reproduce,
-              "demo": _demo}
+  from jaxalign.cli import model_args
+  handlers = {"train": _train, "eval": model_args.run_eval_command,
+              "sample": model_args.run_sample_command,
+              "export": model_args.run_export_command, "reproduce": _reproduce, "demo": _demo}
   try:
     return handlers[args.command](args)
+  except KeyboardInterrupt:
+    print("jaxalign: interrupted", file=sys.stderr)
+    return 130
   except Exception as error:  # noqa: BLE001 - shown to the user, exit non-zero
     from jaxalign.cli.errors import USER_ERRORS
+    from jaxalign.training.guards import Interrupted, NonFiniteError
+    if isinstance(error, Interrupted):  # a checkpoint was saved: "rerun to resume"
+      print(f"jaxalign: {error}", file=sys.stderr)
+      return 128 + int(error.signum)
+    if isinstance(error, NonFiniteError):
+      print(f"jaxalign: error: {error}", file=sys.stderr)
+      return runtime.EXIT_DIVERGED
     if not isinstance(error, USER_ERRORS):
       raise
     print(f"jaxalign: error: {error}", file=sys.stderr)

@@ -143,6 +143,8 @@ def load_config(cls, path: str | None = None, overrides: list[str] = (), base: d
         loaded = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
       except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path}: cannot parse: {e}") from e
+    if isinstance(loaded, dict):  # a run's config.yaml: its provenance is not config
+      loaded.pop("provenance", None)
     _merge(data, loaded or {})
     where = path
   if overrides:
@@ -163,8 +165,12 @@ def _merge(into: dict, new: dict) -> None:
       into[key] = value
 
 
-def save_config(config, path: str) -> None:
-  """Writes the resolved config (YAML) next to a run's outputs."""
+def save_config(config, path: str, provenance: dict | None = None) -> None:
+  """Writes the resolved config (YAML) next to a run's outputs, with a ``provenance:``
+  section when given (ignored by ``load_config``)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  data = to_dict(config)
+  if provenance is not None:
+    data["provenance"] = provenance
   with open(path, "w") as f:
-    yaml.safe_dump(to_dict(config), f, sort_keys=False)
+    yaml.safe_dump(data, f, sort_keys=False)

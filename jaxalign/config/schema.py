@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
+from jaxalign.config.loading import ConfigError
 from jaxalign.parallel.mesh import MeshConfig
 from jaxalign.training.loop import LoopConfig
 from jaxalign.training.optim import OptimizerConfig
 from jaxalign.training.ppo import PPOSpec
+from jaxalign.training.preference_losses import LOSS_DEFAULTS, loss_knobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,14 +29,30 @@ class ModelSpec:
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
+  """What the run trains and evaluates on (docs/data.md). ``train_file`` is a path or a list
+  of paths and ``{path, weight}`` entries; after construction it is a path or a tuple of
+  paths, and the entries' weights are in ``train_weights``."""
+
   source: Literal["synthetic", "files"] = "synthetic"
-  train_file: str | None = None    # JSONL or Parquet (source=files)
-  eval_file: str | None = None
-  tokenizer: str | None = None     # folder with tokenizer.json; None: byte-level fallback
+  train_file: Any = None           # JSONL or Parquet (source=files); several: a list, mixed
+  #   by train_weights or the entries' `weight` (else every row equally likely)
+  eval_file: Any = None            # a path or a list of paths (concatenated)
+  train_weights: tuple[float, ...] | None = None  # sampling weight of each train_file
+  cache_dir: str | None = None     # the files' TFDS copies (content-keyed); None: output_dir/tfds
+  tokenizer: str | None = None     # folder with tokenizer.json or "bytes"; None: the model's
+  #   (model.init_from's recorded one, else model.path's tokenizer.json); see training/tokenizers
   max_length: int = 512
   batch_size: int = 16
   eval_batch_size: int = 64
   on_error: Literal["raise", "skip"] = "raise"
+  max_prompt_length: int | None = None  # prompt tokens kept when a row is too long (None: half)
+  on_overflow: Literal["skip", "raise", "truncate_prompt", "truncate_response"] | None = None
+  #   a row that still does not fit; None: skip (prompt files: truncate_prompt)
+  pad_token: str | None = None     # override the tokenizer's pad (any token but EOS)
+  pad_id: int | None = None
+  chat_template: str | None = None  # a Jinja string or file; None: the tokenizer folder's own
+  margin_scale: float = 1.0        # rm: margin = scale * (score_chosen - score_rejected) where
+  #   the file has scores (0: no margin)
   # Synthetic task (source=synthetic).
   task_seed: int = 0
   num_train: int = 2048
@@ -42,23 +60,126 @@ class DataSpec:
   sample_temperature: float = 1.0  # temperature of the responses in the preference pairs
   label_beta: float = math.inf     # Bradley-Terry sharpness of gold labels (inf: noiseless)
 
+  def __post_init__(self):
+    paths, weights = _data_files(self.train_file, self.train_weights, "data.train_file")
+    object.__setattr__(self, "train_file", paths)
+    object.__setattr__(self, "train_weights", weights)
+    object.__setattr__(self, "eval_file",
+                       _data_files(self.eval_file, None, "data.eval_file", weighted=False)[0])
+    if self.max_prompt_length is not None and not 0 < self.max_prompt_length < self.max_length:
+      raise ConfigError(f"data.max_prompt_length={self.max_prompt_length} must be in "
+                        f"[1, data.max_length={self.max_length})")
+    if self.pad_id is not None and self.pad_id < 0:
+      raise ConfigError(f"data.pad_id must be >= 0, got {self.pad_id}")
+    if not (math.isfinite(self.margin_scale) and self.margin_scale >= 0):
+      raise ConfigError(f"data.margin_scale must be finite and >= 0, got {self.margin_scale}")
+
+  def files(self, split: str) -> tuple[str, ...]:
+    """The ``train`` or ``eval`` paths as a tuple (empty when unset)."""
+    value = self.train_file if split == "train" else self.eval_file
+    return () if value is None else (value,) if isinstance(value, str) else tuple(value)
+
+
+def _data_files(value, weights, key: str, weighted: bool = True):
+  """``(path or tuple of paths or None, weights or None)`` from a path, or a list of paths and
+  ``{path, weight}`` entries; a one-line ConfigError naming the entry otherwise."""
+  if value is None or isinstance(value, str):
+    if weights is not None and (value is None or len(weights) != 1):
+      raise ConfigError(f"data.train_weights={list(weights)} needs one weight per {key} entry")
+    return value, (None if weights is None else _weights(weights, "data.train_weights"))
+  if not isinstance(value, (list, tuple)) or not value:
+    raise ConfigError(f"{key} must be a path or a non-empty list of paths, got {value!r}")
+  paths, entry_weights = [], []
+  for index, entry in enumerate(value):
+    where = f"{key}[{index}]"
+    if isinstance(entry, dict) and weighted:
+      unknown = sorted(set(entry) - {"path", "weight"})
+      if unknown or not isinstance(entry.get("path"), str):
+        raise ConfigError(f"{where}: expected {{path: <file>, weight: <number>}}, got {entry!r}")
+      paths.append(entry["path"])
+      entry_weights.append(entry.get("weight"))
+    elif isinstance(entry, str):
+      paths.append(entry)
+      entry_weights.append(None)
+    else:
+      raise ConfigError(f"{where} must be a path{' or {path, weight}' if weighted else ''}, "
+                        f"got {entry!r}")
+  if weights is not None:
+    if any(w is not None for w in entry_weights):
+      raise ConfigError(f"give the weights once: in data.train_weights or in the {key} entries")
+    if len(weights) != len(paths):
+      raise ConfigError(f"data.train_weights has {len(weights)} weights for {len(paths)} "
+                        f"{key} entries")
+    entry_weights = list(weights)
+  elif any(w is not None for w in entry_weights):
+    entry_weights = [1.0 if w is None else w for w in entry_weights]
+  else:
+    entry_weights = None
+  weights = None if entry_weights is None else _weights(entry_weights, "data.train_weights")
+  return tuple(paths), weights
+
+
+def _weights(values, key: str) -> tuple[float, ...]:
+  out = []
+  for index, value in enumerate(values):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0):
+      raise ConfigError(f"{key}[{index}]={value!r} must be a number > 0")
+    out.append(float(value))
+  return tuple(out)
+
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
+  """The DPO-family loss. A knob left ``None`` takes the loss's own default (papers / TRL:
+  ``preference_losses.LOSS_DEFAULTS``, e.g. SimPO beta 2.0 and gamma 0.5, DPO beta 0.1),
+  filled in at construction, so ``config.yaml`` and ``--print-config`` show the value used;
+  a knob the loss does not take stays ``None`` and setting it is a ConfigError naming it.
+  To switch losses build a new LossSpec: ``dataclasses.replace(spec, name=...)`` would keep
+  the old loss's resolved knobs as if set."""
+
   name: str = "dpo"                # see jaxalign.training.preference_losses.LOSS_NAMES
-  beta: float = 0.1
-  label_smoothing: float = 0.1     # cdpo, robust
-  gamma: float = 0.5               # simpo
-  alpha: float = 1.0               # rpo
+  beta: float | None = None        # every loss (IPO's tau, ORPO's lambda)
+  label_smoothing: float | None = None  # cdpo, robust, simpo
+  gamma: float | None = None       # simpo
+  alpha: float | None = None       # rpo
+  reference_free: bool = False     # log pi_ref = 0: no reference model loaded or run
   reference: Literal["in_step", "cached"] = "cached"
+
+  def __post_init__(self):
+    defaults = LOSS_DEFAULTS.get(self.name)
+    if defaults is None:  # an unknown name: preference_loss reports it
+      return
+    for knob in _LOSS_KNOBS:
+      value = getattr(self, knob)
+      if knob not in defaults and value not in (None, False):
+        users = [name for name, knobs in LOSS_DEFAULTS.items() if knob in knobs]
+        raise ConfigError(
+            f"loss.{knob}={value!r} is not a knob of loss.name={self.name} (its knobs: "
+            f"{', '.join(f'loss.{k}' for k in _LOSS_KNOBS if k in defaults)}); loss.{knob} "
+            f"is used by {', '.join(users) or 'no loss'}")
+    resolved = loss_knobs(self.name, **self.knobs())
+    for knob in self.knobs():
+      object.__setattr__(self, knob, resolved[knob])
+
+  def knobs(self) -> dict:
+    """The knobs ``preference_loss(self.name, **knobs)`` takes, as set (after construction:
+    resolved)."""
+    defaults = LOSS_DEFAULTS.get(self.name, {})
+    return {knob: getattr(self, knob) for knob in _LOSS_KNOBS if knob in defaults}
+
+
+_LOSS_KNOBS = ("beta", "label_smoothing", "gamma", "alpha", "reference_free")
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardModelOptimizerConfig(OptimizerConfig):
   """The reward-model refresh's optimizer: an OptimizerConfig whose learning rate defaults to
-  1e-3 (so ``--set online.rm_optimizer.name=adam`` keeps it)."""
+  1e-3 (so ``--set online.rm_optimizer.name=adam`` keeps it) and whose decay horizon stays
+  1000 updates (it does not follow loop.steps)."""
 
   learning_rate: float = 1e-3
+  total_steps: int | None = 1000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,11 +10,12 @@ Pipeline (docs/data.md)::
 """
 
 from jaxalign.data.batch_iterator import BatchIterator
-from jaxalign.data.batches import (PreferenceBatch, PromptBatch, SFTBatch, bucket_length,
-                                   default_buckets, left_pad, right_pad)
+from jaxalign.data.batches import (PreferenceBatch, PromptBatch, SFTBatch, UnpairedBatch,
+                                   bucket_length, default_buckets, left_pad, right_pad)
 from jaxalign.data.chat import default_chat, render_chat, split_chat
-from jaxalign.data.encoded import PreferenceRows, PromptRows, SFTRows
-from jaxalign.data.files import read_records
+from jaxalign.data.encoded import PreferenceRows, PromptRows, SFTRows, UnpairedRows, concat_rows
+from jaxalign.data.files import detect_kind, read_records
+from jaxalign.data.mixture import MixedRows
 from jaxalign.data.records import KINDS, parse_record
 from jaxalign.data.report import DataError, DataReport
 from jaxalign.data.sources import RecordSource, catalog_source, load_local_dataset
@@ -27,22 +28,27 @@ from jaxalign.data.synthetic_tasks import (SyntheticPreferences, SyntheticTask,
                                            SyntheticTaskConfig, write_preferences_jsonl,
                                            write_prompts_jsonl, write_sft_jsonl)
 from jaxalign.data.synthetic_tokenizer import SyntheticTokenizer
-from jaxalign.data.tfds_builder import JaxalignLocalFiles, LocalFilesConfig, build_dataset
-from jaxalign.data.tokenization import (fit_row, tokenize_preferences, tokenize_prompts,
-                                        tokenize_sft)
-from jaxalign.data.tokenizer import (ByteTokenizer, HFTokenizer, Tokenizer, TokenizerError,
-                                     load_tokenizer)
+from jaxalign.data.tfds_builder import (JaxalignLocalFiles, LocalFilesConfig, build_dataset,
+                                        dataset_fingerprint, file_fingerprint)
+from jaxalign.data.tokenization import (OVERFLOW_POLICIES, fit_row, tokenize_preferences,
+                                        tokenize_prompts, tokenize_sft, tokenize_unpaired)
+from jaxalign.data.tokenizer import (PAD_CANDIDATES, ByteTokenizer, HFTokenizer, Tokenizer,
+                                     TokenizerError, byte_tokenizer, load_tokenizer,
+                                     read_chat_template)
 
 __all__ = [
     "BOS_ID", "BatchIterator", "ByteTokenizer", "DataError", "DataReport", "EOS_ID",
     "GoldReward", "HFTokenizer", "JaxalignLocalFiles", "KINDS", "LocalFilesConfig",
-    "MarkovSource", "PAD_ID", "PreferenceBatch", "PreferenceRows", "PromptBatch", "PromptRows",
-    "RecordSource", "SFTBatch", "SFTRows", "SyntheticPreferences", "SyntheticTask",
-    "SyntheticTaskConfig", "SyntheticTokenizer", "Tokenizer", "TokenizerError",
+    "MarkovSource", "MixedRows", "OVERFLOW_POLICIES", "PAD_CANDIDATES", "PAD_ID",
+    "PreferenceBatch", "PreferenceRows", "PromptBatch", "PromptRows", "RecordSource",
+    "SFTBatch", "SFTRows", "SyntheticPreferences", "SyntheticTask", "SyntheticTaskConfig",
+    "SyntheticTokenizer", "Tokenizer", "TokenizerError", "UnpairedBatch", "UnpairedRows",
     "bradley_terry_labels", "bradley_terry_probability", "bucket_length", "build_dataset",
-    "catalog_source", "default_buckets", "default_chat", "fit_row", "gold_reward", "left_pad",
-    "load_local_dataset", "load_tokenizer", "make_gold_reward", "make_markov_source",
-    "parse_record", "read_records", "render_chat", "right_pad", "split_chat",
-    "token_histogram", "tokenize_preferences", "tokenize_prompts", "tokenize_sft",
-    "write_preferences_jsonl", "write_prompts_jsonl", "write_sft_jsonl",
+    "byte_tokenizer", "catalog_source", "concat_rows", "dataset_fingerprint",
+    "default_buckets", "default_chat", "detect_kind", "file_fingerprint", "fit_row",
+    "gold_reward", "left_pad", "load_local_dataset", "load_tokenizer", "make_gold_reward",
+    "make_markov_source", "parse_record", "read_chat_template", "read_records", "render_chat",
+    "right_pad", "split_chat", "token_histogram", "tokenize_preferences", "tokenize_prompts",
+    "tokenize_sft", "tokenize_unpaired", "write_preferences_jsonl", "write_prompts_jsonl",
+    "write_sft_jsonl",
 ]

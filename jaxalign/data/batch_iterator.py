@@ -1,12 +1,13 @@
 """Deterministic, resumable, host-sharded batches over encoded rows.
 
 Epoch ``e`` visits the rows in the order ``numpy.random.default_rng([seed, e]).permutation(N)``
-(or ``0..N-1`` with ``shuffle=False``); global batch ``k`` of the epoch is rows
-``order[k * B : (k + 1) * B]``; host ``p`` of ``P`` takes the ``p``-th slice of ``B / P`` of
-them. Every host computes the same order, and the batch length ``T`` is the bucket of the
-longest row in the GLOBAL batch, so all hosts' local batches have one shape and assemble into
-one global array. The last ``N mod B`` rows of each epoch's order are not used in that epoch
-(static shapes); with shuffling they differ from epoch to epoch.
+(or ``0..N-1`` with ``shuffle=False``), or the rows' own ``epoch_order(seed, e, shuffle)``
+when they have one (:class:`~jaxalign.data.mixture.MixedRows`: files mixed by weight); global
+batch ``k`` of the epoch is rows ``order[k * B : (k + 1) * B]``; host ``p`` of ``P`` takes the
+``p``-th slice of ``B / P`` of them. Every host computes the same order, and the batch length
+``T`` is the bucket of the longest row in the GLOBAL batch, so all hosts' local batches have
+one shape and assemble into one global array. The last ``N mod B`` rows of each epoch's order
+are not used in that epoch (static shapes); with shuffling they differ from epoch to epoch.
 
 State: ``get_state() -> {"seed", "epoch", "position", "num_rows"}`` (ints; ``position`` counts
 global batches already returned in the epoch). ``set_state`` restores it and checks that the
@@ -67,8 +68,12 @@ class BatchIterator:
     """The row order of ``epoch`` (the same on every host)."""
     if self._order_epoch != epoch:
       count = len(self.rows)
-      self._order = (np.random.default_rng([self.seed, epoch]).permutation(count)
-                     if self.shuffle else np.arange(count))
+      epoch_order = getattr(self.rows, "epoch_order", None)
+      if epoch_order is not None:
+        self._order = np.asarray(epoch_order(self.seed, epoch, self.shuffle))
+      else:
+        self._order = (np.random.default_rng([self.seed, epoch]).permutation(count)
+                       if self.shuffle else np.arange(count))
       self._order_epoch = epoch
     return self._order
 

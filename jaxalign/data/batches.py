@@ -1,8 +1,9 @@
 """Typed batches of numpy arrays, padding from lengths, and length buckets.
 
-Layouts (see docs/data.md and /work/shared/CONVENTIONS.md):
+Layouts (see docs/data.md and docs/conventions.md):
 
-- Training rows (:class:`SFTBatch`, :class:`PreferenceBatch`) are RIGHT-padded:
+- Training rows (:class:`SFTBatch`, :class:`PreferenceBatch`, :class:`UnpairedBatch`) are
+  RIGHT-padded:
   ``tokens[b] = prompt + response (ending in EOS) + pad``. ``attention_mask`` is 1 on prompt and
   response tokens, ``loss_mask`` is 1 on response tokens only (EOS included). Both come from
   the row's lengths, never from comparing tokens with ``pad_id``.
@@ -55,6 +56,22 @@ class PreferenceBatch:
   scores: np.ndarray
   chosen_truncated: np.ndarray
   rejected_truncated: np.ndarray
+
+
+@flax.struct.dataclass
+class UnpairedBatch:
+  """Right-padded unpaired (KTO) rows: one completion per prompt, desirable or not.
+
+  tokens, attention_mask, loss_mask [B, T] int32 (as :class:`SFTBatch`); desirable [B] bool
+  (the row's ``label``); weights [B] float32; truncated [B] bool.
+  """
+
+  tokens: np.ndarray
+  attention_mask: np.ndarray
+  loss_mask: np.ndarray
+  desirable: np.ndarray
+  weights: np.ndarray
+  truncated: np.ndarray
 
 
 @flax.struct.dataclass

@@ -9,7 +9,8 @@ The default template (used when the tokenizer has none, e.g. :class:`ByteTokeniz
     Hello
 
 i.e. ``"<|{role}|>\\n{content}\\n"`` per message, and ``"<|assistant|>\\n"`` appended when
-``add_generation_prompt``. The markers are plain text, not special tokens.
+``add_generation_prompt``. The markers are plain text, not special tokens. Using it warns
+(``FALLBACK_WARNING``): a model was never trained on it.
 
 A tokenizer's own template is rendered the way Hugging Face ``apply_chat_template`` does:
 a sandboxed Jinja environment with ``trim_blocks`` and ``lstrip_blocks``, the
@@ -23,11 +24,16 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import warnings
 
 from jaxalign.data import report as reasons
 from jaxalign.data.report import DataError
 
 GENERATION_PROMPT = "<|assistant|>\n"
+FALLBACK_WARNING = ("chat messages are rendered with jaxalign's built-in fallback template "
+                    "('<|role|>' lines, docs/data.md), not one the model was trained with: the "
+                    "tokenizer has no chat_template; set data.chat_template (a Jinja string "
+                    "or file) to the model's own")
 
 
 def default_chat(messages: list[dict], add_generation_prompt: bool = False) -> str:
@@ -63,6 +69,7 @@ def render_chat(messages: list[dict], tokenizer=None, add_generation_prompt: boo
   """Render ``messages`` with ``template``, else ``tokenizer.chat_template``, else the default."""
   template = template or getattr(tokenizer, "chat_template", None)
   if template is None:
+    warnings.warn(FALLBACK_WARNING)  # one location: Python shows it once per process
     return default_chat(messages, add_generation_prompt)
   special_tokens = getattr(tokenizer, "special_tokens", {}) or {}
   return _compile(template).render(messages=messages,

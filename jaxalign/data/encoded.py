@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxalign.data.batches import (PreferenceBatch, PromptBatch, SFTBatch, left_pad,
-                                   right_pad)
+from jaxalign.data.batches import (PreferenceBatch, PromptBatch, SFTBatch, UnpairedBatch,
+                                   left_pad, right_pad)
 
 
 def _as_ids(rows: Sequence) -> list[np.ndarray]:
@@ -125,6 +125,69 @@ class SFTRows:
                _sources(sources, len(prompts)))
     rows.max_length = max_length or int(rows.lengths().max(initial=1))
     return rows
+
+
+@dataclasses.dataclass
+class UnpairedRows:
+  """Unpaired (KTO) rows as ids: a prompt, one completion and whether it is desirable."""
+
+  prompts: list[np.ndarray]
+  responses: list[np.ndarray]
+  desirable: np.ndarray  # [N] bool
+  weights: np.ndarray  # [N] float32
+  truncated: np.ndarray  # [N] bool
+  pad_id: int
+  max_length: int
+  sources: list[str]
+
+  def __len__(self) -> int:
+    return len(self.prompts)
+
+  def lengths(self) -> np.ndarray:
+    return np.array([len(p) + len(r) for p, r in zip(self.prompts, self.responses)], np.int32)
+
+  def batch(self, indices: Sequence[int], length: int) -> UnpairedBatch:
+    tokens, attention_mask, loss_mask = right_pad(
+        [self.prompts[i] for i in indices], [self.responses[i] for i in indices], length,
+        self.pad_id)
+    indices = np.asarray(indices, np.int64)
+    return UnpairedBatch(tokens=tokens, attention_mask=attention_mask, loss_mask=loss_mask,
+                         desirable=self.desirable[indices], weights=self.weights[indices],
+                         truncated=self.truncated[indices])
+
+  @classmethod
+  def from_token_lists(cls, prompts, responses, desirable, pad_id: int, eos_id: int,
+                       max_length: int | None = None, weights=None,
+                       sources=None) -> UnpairedRows:
+    check_pad(pad_id, eos_id)
+    prompts, responses = _as_ids(prompts), _as_ids(responses)
+    count = len(prompts)
+    rows = cls(prompts, responses, np.asarray(desirable, bool),
+               np.ones(count, np.float32) if weights is None
+               else np.asarray(weights, np.float32),
+               _truncated_flags(responses, eos_id), pad_id, 0, _sources(sources, count))
+    rows.max_length = max_length or int(rows.lengths().max(initial=1))
+    return rows
+
+
+def concat_rows(parts: Sequence):
+  """Rows of one class (PreferenceRows, SFTRows, UnpairedRows or PromptRows) as one: lists
+  and arrays concatenated in order; one ``pad_id``; the largest ``max_length``."""
+  first = parts[0]
+  if any(type(p) is not type(first) or p.pad_id != first.pad_id for p in parts):
+    raise ValueError("rows to concatenate must be of one class with one pad_id")
+  values = {}
+  for field in dataclasses.fields(first):
+    items = [getattr(p, field.name) for p in parts]
+    if field.name == "pad_id":
+      values[field.name] = first.pad_id
+    elif field.name == "max_length":
+      values[field.name] = max(items)
+    elif isinstance(items[0], np.ndarray):
+      values[field.name] = np.concatenate(items)
+    else:
+      values[field.name] = [x for item in items for x in item]
+  return type(first)(**values)
 
 
 @dataclasses.dataclass

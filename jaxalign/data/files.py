@@ -70,6 +70,25 @@ def iter_rows(path: str) -> Iterator[tuple[str, Any]]:
   return _jsonl_rows(path)
 
 
+def _first_keys(path: str) -> set[str]:
+  """The field names of a file's first row (Parquet: its columns); empty if none is read."""
+  if file_format(path) == "parquet":
+    import pyarrow.parquet as parquet  # pylint: disable=import-outside-toplevel
+    with epath.Path(path).open("rb") as handle_:
+      return set(parquet.ParquetFile(handle_).schema_arrow.names)
+  for _, row in _jsonl_rows(path):
+    if isinstance(row, dict):
+      return set(row)
+  return set()
+
+
+def detect_kind(path: str, default: str) -> str:
+  """``"unpaired"`` when the file's first row has a ``label`` and no ``rejected`` (TRL's
+  unpaired form, for KTO), else ``default``."""
+  keys = _first_keys(str(path))
+  return "unpaired" if "label" in keys and "rejected" not in keys else default
+
+
 def iter_records(paths: Sequence[str], kind: str, on_error: str,
                  report: DataReport) -> Iterator[dict]:
   """Validated records of ``kind`` from ``paths`` in order; bad rows raise or are counted."""

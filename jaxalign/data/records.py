@@ -5,7 +5,9 @@ lists of messages ``{"role": str, "content": str}``:
 
 - ``"preference"``: ``{"prompt", "chosen", "rejected", "weight", "score", "source"}``
 - ``"prompt"``: ``{"prompt", "source"}``
-- ``"sft"``: ``{"prompt", "response", "source"}``
+- ``"sft"``: ``{"prompt", "response", "source"}`` (a preference row trains on its ``chosen``)
+- ``"unpaired"`` (KTO): ``{"prompt", "completion", "label", "weight", "source"}``, ``label``
+  True for a desirable completion, False for an undesirable one
 
 ``source`` is where the row came from (``file:line``). Strings may arrive as ``bytes`` (TFDS
 returns bytes): they are decoded as strict UTF-8, and invalid bytes are a ``DataError``. Every
@@ -23,7 +25,7 @@ import numpy as np
 from jaxalign.data import report as reasons
 from jaxalign.data.report import DataError
 
-KINDS = ("preference", "prompt", "sft")
+KINDS = ("preference", "prompt", "sft", "unpaired")
 Message = dict[str, str]
 HH_ASSISTANT_MARKER = "\n\nAssistant:"
 
@@ -132,6 +134,13 @@ def _chat_pair(prompt: Any, chosen: list[Message], rejected: list[Message]):
   return [{"role": "user", "content": to_text(prompt, "prompt")}], chosen, rejected
 
 
+def _weight(row: dict) -> float:
+  weight = _to_float(row["weight"], "weight") if row.get("weight") is not None else 1.0
+  if not (math.isfinite(weight) and weight >= 0):
+    raise DataError(reasons.BAD_VALUE, f"weight must be finite and >= 0, got {weight}")
+  return weight
+
+
 def _score(row: dict) -> float:
   if row.get("score") is not None:
     return _to_float(row["score"], "score")
@@ -157,9 +166,7 @@ def preference_record(row: dict, source: str = "") -> dict:
       prompt, chosen, rejected = _split_hh_text(chosen, rejected)
     else:
       prompt = to_text(prompt, "prompt")
-  weight = _to_float(row["weight"], "weight") if row.get("weight") is not None else 1.0
-  if not (math.isfinite(weight) and weight >= 0):
-    raise DataError(reasons.BAD_VALUE, f"weight must be finite and >= 0, got {weight}")
+  weight = _weight(row)
   record = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "weight": weight,
             "score": _score(row), "source": source}
   _check_nonempty(record, ("chosen", "rejected"))
@@ -177,24 +184,71 @@ def prompt_record(row: dict, source: str = "") -> dict:
   return record
 
 
+def _split_messages(value: Any, field: str):
+  """A conversation ending with the assistant: (the messages before it, its last message)."""
+  messages = to_messages(value, field)
+  if not messages or messages[-1]["role"] != "assistant":
+    raise DataError(reasons.BAD_VALUE, f"the last of {field!r} must be the assistant's")
+  return messages[:-1], messages[-1:]
+
+
+def _prompt_and(row: dict, field: str):
+  """(prompt, row[field]), both text or both message lists."""
+  prompt = _text_or_messages(_require(row, "prompt"), "prompt")
+  response = _text_or_messages(_require(row, field), field)
+  if isinstance(prompt, str) != isinstance(response, str):
+    raise DataError(reasons.WRONG_TYPE, f"'prompt' and {field!r} must both be strings or "
+                    "both be message lists")
+  return prompt, response
+
+
+def _chosen_as_sft(row: dict, source: str):
+  """(prompt, response) of a preference row used for SFT: its prompt and ``chosen``."""
+  if row.get("rejected") is not None:
+    pair = preference_record(row, source)  # the same prompt split as for DPO
+    return pair["prompt"], pair["chosen"]
+  if row.get("prompt") is None and _is_chat(row["chosen"]):
+    return _split_messages(row["chosen"], "chosen")
+  return _prompt_and(row, "chosen")
+
+
 def sft_record(row: dict, source: str = "") -> dict:
   """Validate one SFT row: ``{"prompt", "response"}`` (or ``"completion"``), or ``{"messages"}``
-  whose last message (the assistant's) is the response."""
-  if row.get("prompt") is None and "messages" in row:
-    messages = to_messages(row["messages"], "messages")
-    if not messages or messages[-1]["role"] != "assistant":
-      raise DataError(reasons.BAD_VALUE, "the last of 'messages' must be the assistant's")
-    prompt, response = messages[:-1], messages[-1:]
+  whose last message (the assistant's) is the response. A preference row (``chosen``, no
+  response) is SFT on its prompt and ``chosen`` (the prompt split as for preference rows)."""
+  if row.get("chosen") is not None and all(
+      row.get(field) is None for field in ("response", "completion", "messages")):
+    prompt, response = _chosen_as_sft(row, source)
+  elif row.get("prompt") is None and "messages" in row:
+    prompt, response = _split_messages(row["messages"], "messages")
   else:
-    prompt = _text_or_messages(_require(row, "prompt"), "prompt")
     response_field = "completion" if row.get("response") is None and "completion" in row \
         else "response"
-    response = _text_or_messages(_require(row, response_field), response_field)
-    if isinstance(prompt, str) != isinstance(response, str):
-      raise DataError(reasons.WRONG_TYPE, "'prompt' and 'response' must both be strings or "
-                      "both be message lists")
+    prompt, response = _prompt_and(row, response_field)
   record = {"prompt": prompt, "response": response, "source": source}
   _check_nonempty(record, ("response",))
+  return record
+
+
+def _label(value: Any) -> bool:
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  if isinstance(value, (int, np.integer)) and int(value) in (0, 1):
+    return bool(value)
+  raise DataError(reasons.WRONG_TYPE, f"field 'label' must be true or false, got {value!r}")
+
+
+def unpaired_record(row: dict, source: str = "") -> dict:
+  """Validate one unpaired (KTO) row, TRL's unpaired form: ``{"prompt", "completion",
+  "label"}`` (``"response"`` is accepted for ``"completion"``), text or message lists, with an
+  optional ``weight``; ``label`` is true for a desirable completion."""
+  field = "response" if row.get("completion") is None and "response" in row else "completion"
+  prompt, completion = _prompt_and(row, field)
+  label = _label(_require(row, "label"))
+  weight = _weight(row)
+  record = {"prompt": prompt, "completion": completion, "label": label, "weight": weight,
+            "source": source}
+  _check_nonempty(record, ("completion",))
   return record
 
 
@@ -206,7 +260,8 @@ def _check_nonempty(record: dict, responses: tuple[str, ...]) -> None:
       raise DataError(reasons.EMPTY_RESPONSE, f"{field!r} is empty")
 
 
-RECORD_PARSERS = {"preference": preference_record, "prompt": prompt_record, "sft": sft_record}
+RECORD_PARSERS = {"preference": preference_record, "prompt": prompt_record, "sft": sft_record,
+                  "unpaired": unpaired_record}
 
 
 def parse_record(row: Any, kind: str, source: str = "") -> dict:

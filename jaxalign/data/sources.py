@@ -38,6 +38,9 @@ def example_to_record(example: Mapping, kind: str) -> dict:
     record["weight"] = float(example["weight"])
     score = float(example["score"])
     record["score"] = score if math.isfinite(score) else math.nan
+  if kind == "unpaired":
+    record["weight"] = float(example["weight"])
+    record["label"] = bool(int(example["label"]))
   return record
 
 

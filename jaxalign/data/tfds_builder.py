@@ -15,15 +15,27 @@ empty, the text form leaves the message lists empty):
   when absent), ``source`` (``file:line``).
 - prompt: ``prompt, prompt_messages, source``.
 - sft: ``prompt, response, prompt_messages, response_messages, source``.
+- unpaired: ``prompt, completion`` (+ messages), ``label`` (int32 1 desirable, 0 not),
+  ``weight``, ``source``.
+
+Caching. A dataset is keyed by its content: :func:`dataset_fingerprint` holds, per split, each
+file's path, size and SHA-256, plus every option that changes the stored rows (kind,
+``on_error``, ``CACHE_FORMAT``); it is stored in ``info.metadata["fingerprint"]`` (with each
+file's mtime, for the record). ``build_dataset`` reuses a dataset only when the fingerprint is
+the same and rebuilds it otherwise: an edited file, or a cache built with ``on_error="skip"``
+asked for with ``"raise"``, never yields the old rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from jaxalign.data.files import iter_records
 from jaxalign.data.records import KINDS, is_chat_record
@@ -31,8 +43,10 @@ from jaxalign.data.report import DataReport, check_policy
 
 BUILDER_NAME = "jaxalign_local_files"
 VERSION = "1.0.0"
+CACHE_FORMAT = 2  # bump when parsing rows into records changes what is stored
 TEXT_FIELDS = {"preference": ("prompt", "chosen", "rejected"), "prompt": ("prompt",),
-               "sft": ("prompt", "response")}
+               "sft": ("prompt", "response"), "unpaired": ("prompt", "completion")}
+_LOG = logging.getLogger("jaxalign.data")
 
 
 @dataclasses.dataclass
@@ -44,11 +58,13 @@ class LocalFilesConfig(tfds.core.BuilderConfig):
     split_files: split name -> paths (JSONL or Parquet; ``gs://`` paths work where the
       filesystem is installed).
     on_error: ``"raise"`` or ``"skip"`` for bad rows (see :mod:`jaxalign.data.report`).
+    fingerprint: :func:`dataset_fingerprint` of the files and options (stored in metadata).
   """
 
   kind: str = "preference"
   split_files: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   on_error: str = "raise"
+  fingerprint: Mapping = dataclasses.field(default_factory=dict, repr=False)
 
 
 def _messages_feature() -> tfds.features.Sequence:
@@ -65,6 +81,9 @@ def features_for(kind: str) -> tfds.features.FeaturesDict:
   if kind == "preference":
     features["weight"] = tfds.features.Scalar(np.float32)
     features["score"] = tfds.features.Scalar(np.float32)
+  if kind == "unpaired":
+    features["weight"] = tfds.features.Scalar(np.float32)
+    features["label"] = tfds.features.Scalar(np.int32)
   return tfds.features.FeaturesDict(features)
 
 
@@ -80,6 +99,9 @@ def record_to_example(record: dict, kind: str) -> dict:
   if kind == "preference":
     example["weight"] = np.float32(record["weight"])
     example["score"] = np.float32(record["score"])
+  if kind == "unpaired":
+    example["weight"] = np.float32(record["weight"])
+    example["label"] = np.int32(record["label"])
   return example
 
 
@@ -89,12 +111,22 @@ class JaxalignLocalFiles(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version(VERSION)
   BUILDER_CONFIG_CLS = LocalFilesConfig
 
+  # TFDS prints "Downloading and preparing dataset ..." / "... downloaded and prepared to"
+  # for every build (nothing is downloaded: the rows are local files); the run's data line
+  # reports the rows instead.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
     sources = {split: [str(p) for p in paths] for split, paths in config.split_files.items()}
     self.reports: dict[str, DataReport] = {}
     self._metadata = tfds.core.MetadataDict(kind=config.kind, source_files=sources,
-                                            on_error=config.on_error, reports={})
+                                            on_error=config.on_error, reports={},
+                                            fingerprint=dict(config.fingerprint))
     description = (f"jaxalign {config.kind} dataset {config.name!r} built from local files: "
                    + "; ".join(f"{split}: {', '.join(paths)}" for split, paths in sources.items()))
     return tfds.core.DatasetInfo(builder=self, description=description,
@@ -117,6 +149,59 @@ class JaxalignLocalFiles(tfds.core.GeneratorBasedBuilder):
     self._metadata["reports"][split] = report.to_dict()
 
 
+def file_fingerprint(path: str) -> dict:
+  """``{"path", "size", "sha256", "mtime_ns"}`` of one file (read once, in 1 MiB chunks)."""
+  file = epath.Path(path)
+  if not file.exists():
+    raise FileNotFoundError(f"{path}: no such file")
+  digest, size = hashlib.sha256(), 0
+  with file.open("rb") as handle:
+    while chunk := handle.read(1 << 20):
+      digest.update(chunk)
+      size += len(chunk)
+  try:
+    mtime = int(file.stat().mtime * 1e9)
+  except (AttributeError, OSError, TypeError):  # a filesystem without mtimes
+    mtime = None
+  return {"path": str(path), "size": size, "sha256": digest.hexdigest(), "mtime_ns": mtime}
+
+
+def dataset_fingerprint(kind: str, split_files: Mapping[str, Sequence[str]],
+                        on_error: str) -> dict:
+  """What the stored rows depend on: every file's path, size and SHA-256 per split, the kind,
+  ``on_error`` and ``CACHE_FORMAT``. (mtimes are recorded beside it, never compared: the
+  hash decides, so a touched but unchanged file is reused and an edit that keeps the size
+  and mtime is not.)"""
+  return {"format": CACHE_FORMAT, "kind": kind, "on_error": on_error,
+          "splits": {split: [file_fingerprint(p) for p in paths]
+                     for split, paths in sorted(split_files.items())}}
+
+
+def _key(fingerprint: Mapping | None) -> dict | None:
+  """The compared part of a fingerprint (mtimes dropped)."""
+  if not fingerprint:
+    return None
+  splits = {split: [{k: v for k, v in f.items() if k != "mtime_ns"} for f in files]
+            for split, files in fingerprint.get("splits", {}).items()}
+  return {**{k: v for k, v in fingerprint.items() if k != "splits"}, "splits": splits}
+
+
+def _what_changed(stored: Mapping | None, current: Mapping) -> str:
+  if not stored:
+    return "it records no content fingerprint (built by an older jaxalign)"
+  for key in ("format", "kind", "on_error"):
+    if stored.get(key) != current[key]:
+      return f"{key} was {stored.get(key)!r}, now {current[key]!r}"
+  old = {f["path"]: f for files in stored["splits"].values() for f in files}
+  for files in current["splits"].values():
+    for f in files:
+      if f["path"] not in old:
+        return f"{f['path']} is a new source file"
+      if old[f["path"]] != f:
+        return f"{f['path']} changed (sha256 {old[f['path']]['sha256'][:12]} -> {f['sha256'][:12]})"
+  return "its split files changed"
+
+
 def build_dataset(name: str, kind: str, split_files: Mapping[str, str | Sequence[str]],
                   data_dir: str, on_error: str = "raise",
                   overwrite: bool = False) -> tuple[JaxalignLocalFiles, dict[str, DataReport]]:
@@ -124,13 +209,14 @@ def build_dataset(name: str, kind: str, split_files: Mapping[str, str | Sequence
 
   Args:
     name: the dataset's name (the builder config name; a folder under ``data_dir``).
-    kind: ``"preference"``, ``"prompt"`` or ``"sft"``.
+    kind: ``"preference"``, ``"prompt"``, ``"sft"`` or ``"unpaired"``.
     split_files: split -> path or paths, e.g. ``{"train": "train.jsonl", "test": [...]}``.
     data_dir: where TFDS writes the dataset (a local folder or ``gs://bucket/path``).
     on_error: ``"raise"`` or ``"skip"`` bad rows (counted in the returned reports).
-    overwrite: rebuild even if the dataset already exists. Without it, an existing dataset
-      of this name is reused if it was built from the same kind and files, and is an error
-      otherwise (so changed files never silently yield the old data).
+    overwrite: rebuild even if an up-to-date dataset exists. Without it, an existing dataset
+      is reused only when its content fingerprint (:func:`dataset_fingerprint`: the files'
+      sizes and hashes, the kind, ``on_error``) is this call's, and rebuilt otherwise, so
+      changed files or options never yield the old rows.
 
   Returns:
     ``(builder, reports)``: read with ``builder.as_data_source()``; ``reports`` maps split to
@@ -141,23 +227,46 @@ def build_dataset(name: str, kind: str, split_files: Mapping[str, str | Sequence
   check_policy(on_error)
   split_files = {split: [paths] if isinstance(paths, str) else [str(p) for p in paths]
                  for split, paths in split_files.items()}
+  try:
+    fingerprint = dataset_fingerprint(kind, split_files, on_error)
+  except FileNotFoundError:
+    builder = _stored_copy(name, kind, split_files, data_dir, on_error)
+    if builder is None:
+      raise
+    fingerprint = builder.info.metadata["fingerprint"]
   config = LocalFilesConfig(name=name, kind=kind, split_files=split_files, on_error=on_error,
+                            fingerprint=fingerprint,
                             description=f"{kind} dataset from local files")
   builder = JaxalignLocalFiles(config=config, data_dir=data_dir, file_format="array_record")
-  stored = dict(builder.info.metadata)  # the existing dataset's, if there is one
-  requested = {"kind": kind, "source_files": split_files}
-  if not overwrite and builder.data_path.exists() and any(
-      stored.get(key) != value for key, value in requested.items()):
-    raise ValueError(f"{builder.data_path} was built from {stored.get('kind')} files "
-                     f"{stored.get('source_files')}, not {kind} files {split_files}: pass "
-                     "overwrite=True or choose another name")
-  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  if builder.data_path.exists():
+    stored = builder.info.metadata.get("fingerprint")
+    if overwrite or _key(stored) != _key(fingerprint):
+      _LOG.warning("rebuilding %s: %s", builder.data_path,
+                   "overwrite=True" if overwrite else _what_changed(_key(stored),
+                                                                    _key(fingerprint)))
+      builder.data_path.rmtree()
+      builder = JaxalignLocalFiles(config=config, data_dir=data_dir,
+                                   file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      download_mode=mode))
+      download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
   reports = builder.reports or {split: _report_from_dict(stored) for split, stored in
                                 builder.info.metadata.get("reports", {}).items()}
   return builder, reports
+
+
+def _stored_copy(name, kind, split_files, data_dir, on_error):
+  """The existing dataset built from exactly these paths and options when a source file is
+  gone (the stored copy is then all there is; a warning says so), else None."""
+  config = LocalFilesConfig(name=name, kind=kind, split_files=split_files, on_error=on_error)
+  builder = JaxalignLocalFiles(config=config, data_dir=data_dir, file_format="array_record")
+  stored = builder.info.metadata.get("fingerprint") if builder.data_path.exists() else None
+  paths = lambda fp: {s: [f["path"] for f in files] for s, files in fp["splits"].items()}
+  if not stored or any(stored.get(k) != v for k, v in (
+      ("format", CACHE_FORMAT), ("kind", kind), ("on_error", on_error))) or paths(
+          stored) != {s: list(p) for s, p in sorted(split_files.items())}:
+    return None
+  _LOG.warning("%s: a source file is missing; reusing the copy built from it", builder.data_path)
+  return builder
 
 
 def _report_from_dict(stored: Mapping) -> DataReport:

@@ -13,8 +13,11 @@ Truncation policy (``max_length`` = T budget, ``max_prompt_length`` default ``T 
    ``max_prompt_length`` tokens; each cut prompt is flagged ``prompt_truncated``.
 2. If the longest response (with EOS) still does not fit, ``on_overflow`` decides:
    ``"skip"`` (default) drops the row and counts it as ``too_long``; ``"raise"`` raises a
-   ``DataError``; ``"truncate"`` keeps the START of each response that is too long, which
-   loses its EOS: the row's ``*_truncated`` flag is set and ``response_truncated`` counted.
+   ``DataError``; ``"truncate_prompt"`` cuts the prompt further (below ``max_prompt_length``,
+   keeping at least one token) so the responses stay whole, and skips the row as
+   ``too_long`` only if a response alone leaves no room; ``"truncate_response"`` (or
+   ``"truncate"``) keeps the START of each response that is too long, which loses its EOS:
+   the row's ``*_truncated`` flag is set and ``response_truncated`` counted.
 3. A pair whose chosen and rejected ids are equal (after cutting) is ``identical_responses``.
 
 Other bad rows follow ``on_error`` (``"raise"`` or ``"skip"``), see :mod:`jaxalign.data.report`.
@@ -28,10 +31,12 @@ import numpy as np
 
 from jaxalign.data import report as reasons
 from jaxalign.data.chat import render_chat, split_chat
-from jaxalign.data.encoded import PreferenceRows, PromptRows, SFTRows, check_pad
+from jaxalign.data.encoded import (PreferenceRows, PromptRows, SFTRows, UnpairedRows,
+                                   check_pad)
 from jaxalign.data.report import DataError, DataReport, check_policy, handle
 
-OVERFLOW_POLICIES = ("skip", "raise", "truncate")
+OVERFLOW_POLICIES = ("skip", "raise", "truncate_prompt", "truncate_response", "truncate")
+TRUNCATING = ("truncate_prompt", "truncate_response", "truncate")  # a prompt dataset cuts
 
 
 def encode_prompt(prompt, tokenizer) -> np.ndarray:
@@ -69,17 +74,21 @@ def fit_row(prompt: np.ndarray, responses: list[np.ndarray], max_length: int,
             max_prompt_length: int, on_overflow: str, bos_id: int | None = None):
   """Apply the truncation policy to one row: ``(prompt, responses, prompt_cut, cut_flags)``.
 
-  Raises a ``too_long`` DataError when the row cannot fit and ``on_overflow`` is not
-  ``"truncate"``.
+  Raises a ``too_long`` DataError when the row cannot fit under ``on_overflow``.
   """
   longest = max(len(r) for r in responses)
   keep = min(len(prompt), max(max_prompt_length, max_length - longest))
+  if on_overflow == "truncate_prompt" and keep + longest > max_length:
+    keep = max_length - longest  # below max_prompt_length: the responses stay whole
+    if keep < 1:
+      raise DataError(reasons.TOO_LONG, f"response ({longest} tokens with EOS) leaves no "
+                      f"room for a prompt token in max_length {max_length}")
   prompt_cut = keep < len(prompt)
   prompt = _left_truncate(prompt, keep, bos_id)
   budget = max_length - len(prompt)
   if longest <= budget:
     return prompt, responses, prompt_cut, [False] * len(responses)
-  if on_overflow != "truncate":
+  if on_overflow not in ("truncate_response", "truncate"):
     raise DataError(reasons.TOO_LONG, f"prompt ({len(prompt)} tokens after cutting) + "
                     f"response ({longest} tokens with EOS) > max_length {max_length}")
   return prompt, [r[:budget] for r in responses], prompt_cut, [len(r) > budget
@@ -152,29 +161,53 @@ def tokenize_preferences(records: Sequence[dict], tokenizer, max_length: int,
   return rows, report
 
 
-def tokenize_sft(records: Sequence[dict], tokenizer, max_length: int,
-                 max_prompt_length: int | None = None, on_overflow: str = "skip",
-                 on_error: str = "raise") -> tuple[SFTRows, DataReport]:
-  """SFT records -> :class:`SFTRows` fitting ``max_length``, and a report."""
+def _tokenize_single(records, tokenizer, max_length, max_prompt_length, on_overflow, on_error,
+                     field: str, extra: tuple[str, ...] = ()):
+  """Rows of one response ``record[field]``: (columns, report), ``extra`` record keys kept."""
   max_prompt_length = _check_budget(tokenizer, max_length, max_prompt_length, on_overflow,
                                     on_error)
-  report, prompts, responses, truncated, sources = DataReport(), [], [], [], []
+  report = DataReport()
+  columns = {key: [] for key in ("prompts", "responses", "truncated", "sources") + extra}
   for location, record in _rows(records, on_error, report):
     try:
       prompt = encode_prompt(record["prompt"], tokenizer)
-      response = encode_response(record["prompt"], record["response"], tokenizer)
+      response = encode_response(record["prompt"], record[field], tokenizer)
       prompt, (response,), prompt_cut, cut = fit_row(
           prompt, [response], max_length, max_prompt_length, on_overflow, tokenizer.bos_id)
     except DataError as error:
       handle(error.at(location), _policy(error, on_error, on_overflow), report)
       continue
     _flag(report, location, prompt_cut, cut)
-    prompts.append(prompt)
-    responses.append(response)
-    truncated.append(cut[0])
-    sources.append(location)
-  return SFTRows(prompts, responses, np.asarray(truncated, bool), tokenizer.pad_id, max_length,
-                 sources), report
+    for key, value in zip(("prompts", "responses", "truncated", "sources"),
+                          (prompt, response, cut[0], location)):
+      columns[key].append(value)
+    for key in extra:
+      columns[key].append(record[key])
+  return columns, report
+
+
+def tokenize_sft(records: Sequence[dict], tokenizer, max_length: int,
+                 max_prompt_length: int | None = None, on_overflow: str = "skip",
+                 on_error: str = "raise") -> tuple[SFTRows, DataReport]:
+  """SFT records -> :class:`SFTRows` fitting ``max_length``, and a report."""
+  columns, report = _tokenize_single(records, tokenizer, max_length, max_prompt_length,
+                                     on_overflow, on_error, "response")
+  return SFTRows(columns["prompts"], columns["responses"], np.asarray(columns["truncated"], bool),
+                 tokenizer.pad_id, max_length, columns["sources"]), report
+
+
+def tokenize_unpaired(records: Sequence[dict], tokenizer, max_length: int,
+                      max_prompt_length: int | None = None, on_overflow: str = "skip",
+                      on_error: str = "raise") -> tuple[UnpairedRows, DataReport]:
+  """Unpaired (KTO) records -> :class:`UnpairedRows` fitting ``max_length``, and a report."""
+  columns, report = _tokenize_single(records, tokenizer, max_length, max_prompt_length,
+                                     on_overflow, on_error, "completion", ("label", "weight"))
+  return UnpairedRows(columns["prompts"], columns["responses"],
+                      desirable=np.asarray(columns["label"], bool),
+                      weights=np.asarray(columns["weight"], np.float32),
+                      truncated=np.asarray(columns["truncated"], bool),
+                      pad_id=tokenizer.pad_id, max_length=max_length,
+                      sources=columns["sources"]), report
 
 
 def tokenize_prompts(records: Sequence[dict], tokenizer, max_prompt_length: int,
@@ -182,7 +215,8 @@ def tokenize_prompts(records: Sequence[dict], tokenizer, max_prompt_length: int,
                      on_error: str = "raise") -> tuple[PromptRows, DataReport]:
   """Prompt records -> :class:`PromptRows` of at most ``max_prompt_length`` ids.
 
-  A longer prompt is cut from the left (``"truncate"``, flagged), skipped or raises.
+  A longer prompt is cut from the left (``"truncate"`` or ``"truncate_prompt"`` /
+  ``"truncate_response"``, flagged), skipped or raises.
   """
   check_policy(on_error)
   if on_overflow not in OVERFLOW_POLICIES:
@@ -191,7 +225,7 @@ def tokenize_prompts(records: Sequence[dict], tokenizer, max_prompt_length: int,
   for location, record in _rows(records, on_error, report):
     try:
       prompt = encode_prompt(record["prompt"], tokenizer)
-      if len(prompt) > max_prompt_length and on_overflow != "truncate":
+      if len(prompt) > max_prompt_length and on_overflow not in TRUNCATING:
         raise DataError(reasons.TOO_LONG, f"prompt has {len(prompt)} tokens > "
                         f"max_prompt_length {max_prompt_length}")
     except DataError as error:

@@ -20,7 +20,8 @@ import os
 import warnings
 from typing import Any, Protocol
 
-PAD_CANDIDATES = ("<pad>", "[PAD]", "<|pad|>", "<|padding|>", "<unk>", "[UNK]", "<|unk|>")
+PAD_CANDIDATES = ("<pad>", "[PAD]", "<|pad|>", "<|padding|>", "<|finetune_right_pad_id|>",
+                  "<unk>", "[UNK]", "<|unk|>")
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
@@ -84,6 +85,30 @@ def _read_json(path: str) -> dict:
     return json.load(handle)
 
 
+def read_chat_template(value: str | None) -> str | None:
+  """A chat template given as a Jinja string, or as the path of a file holding one
+  (``.jinja``/``.txt`` text, or a ``.json`` with a ``"chat_template"`` entry)."""
+  if value is None or "{{" in value or "{%" in value:
+    return value
+  if not os.path.isfile(value):
+    raise TokenizerError(f"chat_template {value!r} is neither a file nor a Jinja template "
+                         "(no '{{' or '{%' in it)")
+  if value.endswith(".json"):
+    template = _read_json(value).get("chat_template")
+    if template is None:
+      raise TokenizerError(f"{value}: has no 'chat_template' entry")
+    return _named_template(template)
+  with open(value, encoding="utf-8") as handle:
+    return handle.read()
+
+
+def _named_template(template):
+  if isinstance(template, list):  # [{"name": "default", "template": ...}, {"name": "tool_use"}]
+    named = {entry["name"]: entry["template"] for entry in template}
+    template = named.get("default", next(iter(named.values()), None))
+  return template
+
+
 def _read_chat_template(folder: str, config: dict) -> str | None:
   template = config.get("chat_template")
   if template is None and os.path.exists(os.path.join(folder, "chat_template.jinja")):
@@ -91,10 +116,7 @@ def _read_chat_template(folder: str, config: dict) -> str | None:
       template = handle.read()
   if template is None:
     template = _read_json(os.path.join(folder, "chat_template.json")).get("chat_template")
-  if isinstance(template, list):  # [{"name": "default", "template": ...}, {"name": "tool_use"}]
-    named = {entry["name"]: entry["template"] for entry in template}
-    template = named.get("default", next(iter(named.values()), None))
-  return template
+  return _named_template(template)
 
 
 class HFTokenizer:
@@ -127,6 +149,9 @@ class HFTokenizer:
   def _choose_pad(self, pad_token: str | None, pad_id: int | None, name: str) -> int:
     if pad_id is None and pad_token is not None:
       pad_id = self._id(pad_token, "pad_token", name)
+    if pad_id is not None and not 0 <= pad_id < self.vocab_size:
+      raise TokenizerError(f"{name}: pad_id {pad_id} is outside the vocabulary "
+                           f"(0..{self.vocab_size - 1})")
     if pad_id is not None and pad_id != self.eos_id:
       return int(pad_id)
     for candidate in PAD_CANDIDATES:
@@ -150,7 +175,8 @@ class HFTokenizer:
     Args:
       folder: a local folder (never downloads).
       pad_token / pad_id: override the pad (must differ from EOS).
-      chat_template: override the folder's chat template.
+      chat_template: override the folder's chat template: a Jinja string or a file
+        (:func:`read_chat_template`).
     """
     import tokenizers  # pylint: disable=import-outside-toplevel
 
@@ -166,7 +192,8 @@ class HFTokenizer:
     return cls(tokenizers.Tokenizer.from_file(path), eos_token=tokens["eos_token"],
                pad_token=pad_token or tokens["pad_token"], pad_id=pad_id,
                bos_token=tokens["bos_token"], add_bos=config.get("add_bos_token", False),
-               chat_template=chat_template or _read_chat_template(folder, config),
+               chat_template=(read_chat_template(chat_template)
+                              or _read_chat_template(folder, config)),
                special_tokens={k: v for k, v in tokens.items() if v is not None}, name=folder)
 
   def encode(self, text: str) -> list[int]:
@@ -179,8 +206,23 @@ class HFTokenizer:
     return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
 
+def byte_tokenizer(pad_token: str | None = None, pad_id: int | None = None,
+                   chat_template: str | None = None) -> ByteTokenizer:
+  """A :class:`ByteTokenizer` with the pad id and chat template of ``load_tokenizer``'s
+  options (bytes have no pad token strings: ``pad_token`` is an error)."""
+  if pad_token is not None:
+    raise TokenizerError(f"byte-level ids have no token strings: pad_token={pad_token!r} "
+                         "cannot apply; set pad_id (any id in 0..258 but EOS 257)")
+  tokenizer = ByteTokenizer(chat_template=read_chat_template(chat_template))
+  if pad_id is not None:
+    if not 0 <= pad_id < tokenizer.vocab_size or pad_id == tokenizer.eos_id:
+      raise TokenizerError(f"byte-level pad_id {pad_id} must be in 0..258 and not EOS 257")
+    tokenizer = dataclasses.replace(tokenizer, pad_id=int(pad_id))
+  return tokenizer
+
+
 def load_tokenizer(folder: str | None = None, **kwargs) -> Tokenizer:
-  """``HFTokenizer.from_folder(folder, **kwargs)``, or a :class:`ByteTokenizer` if no folder."""
+  """``HFTokenizer.from_folder(folder, **kwargs)``, or :func:`byte_tokenizer` if no folder."""
   if folder is None:
-    return ByteTokenizer(**kwargs)
+    return byte_tokenizer(**kwargs)
   return HFTokenizer.from_folder(folder, **kwargs)

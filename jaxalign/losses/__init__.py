@@ -8,8 +8,9 @@ KL controllers), advantages (GAE, RLOO, GRPO), and their composition (``term``,
 
 from jaxalign.losses._advantages import (gae_advantages, grpo_advantages, rloo_advantages,
                                          whiten_advantages, whiten_rewards)
-from jaxalign.losses._compose import (LossTerm, statistics_of, term, weighted_sum,
-                                      with_statistics)
+from jaxalign.losses._common import denominator_counts
+from jaxalign.losses._compose import (LossTerm, denominator_quantity, statistics_of, term,
+                                      weighted_sum, with_statistics)
 from jaxalign.losses._dpo import dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss
 from jaxalign.losses._kl_control import (AdaptiveKLController, FixedKLController,
                                          kl_penalized_rewards)
@@ -20,7 +21,8 @@ from jaxalign.losses._reward_model import bradley_terry_loss
 from jaxalign.losses._sft import sft_loss
 
 __all__ = [
-    "AdaptiveKLController", "FixedKLController", "LossTerm", "bradley_terry_loss", "dpo_loss",
+    "AdaptiveKLController", "FixedKLController", "LossTerm", "bradley_terry_loss",
+    "denominator_counts", "denominator_quantity", "dpo_loss",
     "entropy_bonus", "gae_advantages", "grpo_advantages", "hinge_loss", "ipo_loss",
     "kl_penalized_rewards", "kto_loss", "kto_reference_kl", "orpo_loss", "ppo_policy_loss",
     "ppo_value_loss", "rloo_advantages", "robust_dpo_loss", "sft_loss", "simpo_loss",

@@ -18,6 +18,20 @@ def finish_metrics(metrics: Mapping[str, jax.Array]) -> Metrics:
           for name, value in metrics.items()}
 
 
+def denominator_counts(what: str):
+  """Declares what a loss's ``denominator`` argument counts; ``losses.term`` binds it by that.
+
+  ``what`` is a unit, ``"pairs"``, ``"examples"`` or ``"sequences"`` (``term`` binds the
+  quantity ``pair_denominator``, ``example_denominator`` or ``sequence_denominator``), or the
+  name of the loss's mask argument: the denominator is then that mask's number of ones (tokens)
+  over the global batch, the quantity ``<mask quantity>_denominator``.
+  """
+  def declare(loss_fn):
+    loss_fn.denominator_counts = what
+    return loss_fn
+  return declare
+
+
 def pair_weights(per_pair: jax.Array, weights) -> jax.Array:
   """``weights [B]`` as floats, ones when ``None``."""
   if weights is None:

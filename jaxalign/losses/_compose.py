@@ -16,6 +16,11 @@ metrics. RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization", a
                        "chosen_loss_mask": ...})
   # metrics: "loss", "dpo/loss", "dpo/rewards/chosen", ..., "nll/loss", "nll/nll", ...
 
+Denominators are bound by unit, not by name: DPO's ``denominator`` is the quantity
+``pair_denominator`` (global pair count) and the NLL's the global count of the mask it
+reads, ``chosen_loss_mask_denominator`` (chosen tokens), so the sum above is right on a
+micro-batch of ``PreferenceObjective`` as written (``denominator_quantity``).
+
 A term whose loss needs a statistic of the whole batch (KTO's reference point) declares it
 with ``with_statistics``; an objective computes it over every micro-batch before the gradient
 pass and hands it in as a quantity (``jaxalign.training.step.accumulate_gradients``).
@@ -33,6 +38,34 @@ LossTerm = Callable[[Quantities], tuple[jax.Array, dict[str, jax.Array]]]
 Statistics = Callable[[Quantities], dict[str, jax.Array]]
 
 
+_UNITS = {"pairs": "pair_denominator", "examples": "example_denominator",
+          "sequences": "sequence_denominator"}
+
+
+def denominator_quantity(loss_fn: Callable, rename: Mapping[str, str | None] | None = None
+                         ) -> str | None:
+  """The quantity ``term`` binds ``loss_fn``'s ``denominator`` to, from what it counts.
+
+  A loss declares it (``losses._common.denominator_counts``): a unit maps to a count of that
+  unit, ``"pairs" -> "pair_denominator"`` (``"examples"``, ``"sequences"`` likewise); a mask
+  argument ``m`` maps to the global number of ones of the quantity ``m`` is bound to:
+  ``sft_loss`` with ``rename={"loss_mask": "chosen_loss_mask"}`` divides by
+  ``chosen_loss_mask_denominator`` (chosen tokens), never by a count of pairs.
+  """
+  rename = dict(rename or {})
+  if "denominator" in rename:
+    return rename["denominator"]
+  what = getattr(loss_fn, "denominator_counts", None)
+  if what is None:
+    raise TypeError(f"{getattr(loss_fn, '__name__', loss_fn)} takes a denominator but does "
+                    f"not declare what it counts (losses._common.denominator_counts): pass "
+                    f"rename={{'denominator': <quantity>}}, e.g. 'pair_denominator', or None")
+  if what in _UNITS:
+    return _UNITS[what]
+  mask = rename.get(what, what)
+  return None if mask is None else f"{mask}_denominator"
+
+
 def term(loss_fn: Callable, /, rename: Mapping[str, str | None] | None = None,
          **knobs) -> LossTerm:
   """A loss term calling ``loss_fn`` with arguments looked up by name in the quantities.
@@ -44,13 +77,22 @@ def term(loss_fn: Callable, /, rename: Mapping[str, str | None] | None = None,
     **knobs: fixed keyword arguments (``beta=0.1``...); they win over the quantities.
 
   Every other parameter of ``loss_fn`` present in the quantities under its own name is bound
-  (``weights`` and ``denominator`` included: use ``rename`` when two terms need different ones).
+  (``weights`` included), except ``denominator``: it is bound by what the loss counts
+  (``denominator_quantity``: ``pair_denominator`` for a pair loss, ``<mask>_denominator``
+  for a token loss on the mask quantity ``<mask>``), so a loss never gets a count of another
+  unit. Missing, the loss divides by its local count, which is exact on a whole batch; when
+  the quantities hold other global counts (``*_denominator``: they come from a split batch)
+  a missing one is an error instead of a micro-batch's count.
   """
   rename = dict(rename or {})
   parameters = list(inspect.signature(loss_fn).parameters)
   unknown = set(rename) - set(parameters)
   if unknown:
     raise TypeError(f"rename names arguments {sorted(unknown)} that {loss_fn} does not take")
+  derived = None
+  if "denominator" in parameters and "denominator" not in rename and "denominator" not in knobs:
+    derived = denominator_quantity(loss_fn, rename)
+    rename["denominator"] = None  # bound below, from ``derived``
 
   def loss_term(quantities: Quantities):
     kwargs = {}
@@ -62,6 +104,13 @@ def term(loss_fn: Callable, /, rename: Mapping[str, str | None] | None = None,
         kwargs[name] = quantities[key]
       elif name in rename:
         raise KeyError(f"quantity {key!r} (for argument {name!r}) is missing")
+    if derived is not None:
+      if derived in quantities:
+        kwargs["denominator"] = quantities[derived]
+      elif any(key.endswith("_denominator") for key in quantities):
+        raise KeyError(f"quantity {derived!r} (the global count for the denominator of "
+                       f"{getattr(loss_fn, '__name__', loss_fn)}) is missing; pass "
+                       f"rename={{'denominator': <quantity>}} (None: the local count)")
     return loss_fn(**kwargs, **knobs)
 
   return loss_term

@@ -20,10 +20,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxalign.losses._common import Metrics, log_ratios, preference_output
+from jaxalign.losses._common import (Metrics, denominator_counts, log_ratios,
+                                     preference_output)
 from jaxalign.ops import upcast
 
 
+@denominator_counts("pairs")
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
              beta: float = 0.1, label_smoothing: float = 0.0, reference_free: bool = False,
              weights=None, denominator=None) -> tuple[jax.Array, Metrics]:
@@ -44,6 +46,7 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_l
                            rejected_logps, weights, denominator)
 
 
+@denominator_counts("pairs")
 def robust_dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps=None,
                     ref_rejected_logps=None, *, beta: float = 0.1, label_smoothing: float = 0.1,
                     reference_free: bool = False, weights=None,
@@ -67,6 +70,7 @@ def robust_dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps=None,
                            rejected_logps, weights, denominator)
 
 
+@denominator_counts("pairs")
 def ipo_loss(chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
              beta: float = 0.1, chosen_lengths=None, rejected_lengths=None,
              reference_free: bool = False, weights=None,
@@ -97,6 +101,7 @@ def ipo_loss(chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_l
                            rejected_logps, weights, denominator)
 
 
+@denominator_counts("pairs")
 def hinge_loss(chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
                beta: float = 0.1, reference_free: bool = False, weights=None,
                denominator=None) -> tuple[jax.Array, Metrics]:

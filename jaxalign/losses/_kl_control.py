@@ -12,10 +12,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jaxalign.losses._common import Metrics, finish_metrics, pair_mean
+from jaxalign.losses._common import Metrics, denominator_counts, finish_metrics, pair_mean
 from jaxalign.ops import kl_k1, kl_k3, last_true_index, upcast
 
 
+@denominator_counts("sequences")
 def kl_penalized_rewards(logps, ref_logps, mask, scores, kl_coef, *, estimator: str = "k1",
                          missing_eos_penalty: float | None = None, has_eos=None,
                          denominator=None) -> tuple[jax.Array, Metrics]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxalign.losses._common import Metrics, finish_metrics, pair_mean, pair_weights
+from jaxalign.losses._common import (Metrics, denominator_counts, finish_metrics, pair_mean,
+                                     pair_weights)
 from jaxalign.ops import masked_mean, upcast
 
 
+@denominator_counts("examples")
 def kto_reference_kl(kl_logps, ref_kl_logps, weights=None, denominator=None) -> jax.Array:
   """KTO's reference point ``z_0 = max(0, mean(log pi(y'|x) - log pi_ref(y'|x)))``, no gradient.
 
@@ -22,6 +24,7 @@ def kto_reference_kl(kl_logps, ref_kl_logps, weights=None, denominator=None) -> 
   return jax.lax.stop_gradient(jnp.maximum(estimate, 0.0))
 
 
+@denominator_counts("examples")
 def kto_loss(logps, ref_logps, desirable, reference_kl, *, beta: float = 0.1,
              desirable_weight: float = 1.0, undesirable_weight: float = 1.0, weights=None,
              denominator=None, desirable_denominator=None,

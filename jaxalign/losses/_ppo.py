@@ -11,12 +11,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxalign.losses._common import Metrics, finish_metrics
+from jaxalign.losses._common import Metrics, denominator_counts, finish_metrics
 from jaxalign.ops import masked_mean, upcast
 
 _MAX_LOG_RATIO = 20.0  # e^20 ~ 5e8: far outside any trust region, still finite
 
 
+@denominator_counts("mask")
 def ppo_policy_loss(logps, old_logps, advantages, mask, *, clip_eps: float = 0.2,
                     dual_clip: float | None = None,
                     denominator=None) -> tuple[jax.Array, Metrics]:
@@ -64,6 +65,7 @@ def ppo_policy_loss(logps, old_logps, advantages, mask, *, clip_eps: float = 0.2
   return loss, finish_metrics(metrics)
 
 
+@denominator_counts("mask")
 def ppo_value_loss(values, old_values, returns, mask, *, clip_eps: float | None = 0.2,
                    denominator=None) -> tuple[jax.Array, Metrics]:
   """Clipped value loss ``0.5 * max((V - R)^2, (V_clip - R)^2)``, token mean.
@@ -92,6 +94,7 @@ def ppo_value_loss(values, old_values, returns, mask, *, clip_eps: float | None 
   return loss, finish_metrics(metrics)
 
 
+@denominator_counts("mask")
 def entropy_bonus(entropies, mask, *, denominator=None) -> tuple[jax.Array, Metrics]:
   """``-mean_t H_t``: add ``coef * entropy_bonus`` to a loss to reward entropy.
 

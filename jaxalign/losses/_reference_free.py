@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import jax
 
-from jaxalign.losses._common import Metrics, finish_metrics, pair_mean, reward_metrics
+from jaxalign.losses._common import (Metrics, denominator_counts, finish_metrics, pair_mean,
+                                     reward_metrics)
 from jaxalign.ops import log1mexp, upcast
 
 
+@denominator_counts("pairs")
 def simpo_loss(chosen_logps, rejected_logps, *, beta: float = 2.0, gamma: float = 0.5,
                label_smoothing: float = 0.0, weights=None,
                denominator=None) -> tuple[jax.Array, Metrics]:
@@ -34,6 +36,7 @@ def simpo_loss(chosen_logps, rejected_logps, *, beta: float = 2.0, gamma: float 
   return loss, finish_metrics(metrics)
 
 
+@denominator_counts("pairs")
 def orpo_loss(chosen_logps, rejected_logps, nll_loss, *, beta: float = 0.1, weights=None,
               denominator=None) -> tuple[jax.Array, Metrics]:
   """ORPO: ``L = L_SFT - beta * mean log sigmoid(log odds(y_w) - log odds(y_l))``.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxalign.losses._common import Metrics, finish_metrics, pair_mean
+from jaxalign.losses._common import Metrics, denominator_counts, finish_metrics, pair_mean
 from jaxalign.ops import upcast
 
 
+@denominator_counts("pairs")
 def bradley_terry_loss(chosen_rewards: jax.Array, rejected_rewards: jax.Array, margin=None, *,
                        center_rewards_coefficient: float | None = None, weights=None,
                        denominator=None) -> tuple[jax.Array, Metrics]:

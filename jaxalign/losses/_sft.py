@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import jax
 
-from jaxalign.losses._common import Metrics, finish_metrics
+from jaxalign.losses._common import Metrics, denominator_counts, finish_metrics
 from jaxalign.ops import masked_count, masked_mean
 
 
+@denominator_counts("loss_mask")
 def sft_loss(token_logps: jax.Array, loss_mask: jax.Array,
              denominator=None) -> tuple[jax.Array, Metrics]:
   """Mean negative log-likelihood over the response tokens.

@@ -8,8 +8,9 @@ from jaxalign.models.heads import (PolicyValueModel, RewardModel, ScalarHead, Va
                                    last_token_index)
 from jaxalign.models.hf_checkpoint import load_pretrained, save_pretrained
 from jaxalign.models.hf_config import CheckpointError, config_from_hf, config_to_hf
+from jaxalign.models.hf_reward import save_pretrained_reward_model
 from jaxalign.models.init import count_params, init_params
-from jaxalign.models.params_io import load_model, save_model
+from jaxalign.models.params_io import load_model, read_model_meta, save_model
 from jaxalign.models.transformer import Transformer, positions_from_mask
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "ScalarHead", "Transformer", "TransformerConfig", "ValueModel", "config_from_hf",
     "config_to_hf", "count_params", "gpt2_config", "init_cache", "init_params",
     "last_token_index", "llama_config", "load_model", "load_pretrained", "positions_from_mask",
-    "save_model", "save_pretrained", "tiny_gpt2", "tiny_llama",
+    "read_model_meta", "save_model", "save_pretrained", "save_pretrained_reward_model",
+    "tiny_gpt2", "tiny_llama",
 ]

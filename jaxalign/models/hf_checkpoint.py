@@ -204,10 +204,21 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
 def save_pretrained(config: TransformerConfig, params: dict, path: str) -> None:
   """Writes ``config.json`` and ``model.safetensors`` that transformers loads back."""
   os.makedirs(path, exist_ok=True)
+  save_file(hf_tensors(config, params), os.path.join(path, _SINGLE), metadata={"format": "pt"})
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config_to_hf(config), f, indent=2)
+
+
+def hf_tensors(config: TransformerConfig, params: dict,
+               skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+  """Our param tree as a Hugging Face state dict (HF keys -> arrays); entries whose HF key is
+  in ``skip`` (e.g. "lm_head.weight" for a reward model's backbone) are left out."""
   flat = {tuple(p.key for p in kp): np.asarray(v)
           for kp, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   tensors = {}
   for ours, key, layout in checkpoint_entries(config):
+    if key in skip:
+      continue
     if layout == "fused_qkv":
       attn = ours[:-1]
       for part, leaf in (("weight", "kernel"), ("bias", "bias")):
@@ -218,6 +229,4 @@ def save_pretrained(config: TransformerConfig, params: dict, path: str) -> None:
       raise KeyError(f"params have no entry {'/'.join(ours)} needed for {key!r}")
     tensor = flat[ours]
     tensors[key] = np.ascontiguousarray(tensor.T if layout == "linear" else tensor)
-  save_file(tensors, os.path.join(path, _SINGLE), metadata={"format": "pt"})
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config_to_hf(config), f, indent=2)
+  return tensors

@@ -1,14 +1,17 @@
-"""The outer training loop: steps, periodic eval, logging with throughput, checkpoints."""
+"""The outer training loop: steps, periodic eval, logging with throughput, checkpoints, the
+NaN guard and clean stops on SIGINT / SIGTERM (``guards``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from typing import Callable, Iterator
 
 import jax
 
 from jaxalign.checkpoint import Checkpointer
+from jaxalign.training.guards import Interrupted, NanGuard, StopSignals
 from jaxalign.training.metrics_log import MetricsLogger
 
 
@@ -18,9 +21,16 @@ class LoopConfig:
   micro_batches: int = 1
   log_every: int = 10
   eval_every: int = 0          # 0: only at the end
-  checkpoint_every: int = 0    # 0: no checkpoints
+  checkpoint_every: int | None = None  # None: auto (auto_checkpoint_every); 0: none
   keep_checkpoints: int = 3
   best_metric: str | None = None  # e.g. "eval/loss": also keep the best checkpoint
+
+
+def auto_checkpoint_every(steps: int, multiple_of: int = 1) -> int:
+  """The default cadence: a tenth of the run, between 50 and 500 steps (and never more than
+  the run), rounded up to a multiple of ``multiple_of`` (online DPO's refresh_every)."""
+  every = min(max(-(-steps // 10), 50), 500, max(steps, 1))
+  return -(-every // multiple_of) * multiple_of
 
 
 @dataclasses.dataclass
@@ -49,38 +59,76 @@ class Throughput:
 def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
         place_batch: Callable = lambda b: b, evaluate: Callable | None = None,
         checkpointer: Checkpointer | None = None, logger: MetricsLogger | None = None,
-        throughput: Throughput | None = None, before_step: Callable | None = None):
+        throughput: Throughput | None = None, before_step: Callable | None = None,
+        learning_rate: Callable | None = None, guard: NanGuard | None = None,
+        stop: StopSignals | None = None):
   """Runs ``step_fn`` from ``state.step`` to ``config.steps``; returns (state, last eval).
 
   ``batches`` yields host batches and may expose ``get_state()`` (saved with each
   checkpoint so a resumed run continues with the same data). ``evaluate(state)`` returns
   a dict of metrics (logged with an ``eval/`` prefix). ``before_step(state, step)`` may
   return a new state and metrics to log, e.g. after refreshing on-policy data.
+  ``learning_rate(count)`` (the optax schedule) is logged as ``train/learning_rate``.
+
+  The checkpointer saves every ``checkpointer.save_every`` steps (0: never) and at the last
+  step. ``guard`` (a ``NanGuard``) stops the run with ``NonFiniteError`` at a non-finite loss
+  or gradient norm, never checkpointing that state; with ``stop`` (active ``StopSignals``) a
+  SIGINT / SIGTERM saves a checkpoint at the current step and raises ``Interrupted``.
   """
   throughput = throughput or Throughput()
+  guard = guard or NanGuard(None)
   last_eval: dict = {}
   step = int(state.step)
+  periodic = checkpointer is not None and bool(checkpointer.save_every)
+  if stop is not None:
+    stop.armed = True
   while step < config.steps:
     if before_step is not None:
+      guard.check(logger)  # no refresh from a diverged state
       state, refresh_metrics = before_step(state, step)
       if logger and refresh_metrics:
         logger.log(step, refresh_metrics)
-    state, metrics = step_fn(state, place_batch(next(batches)))
+      guard.check_metrics(step, refresh_metrics or {})  # e.g. a retrained reward model's loss
+    batch = next(batches)
+    state, metrics = step_fn(state, place_batch(batch))
+    guard.check(logger)  # the previous step (done by now: this one is queued behind it)
     step += 1
     throughput.tick()
-    if logger and (step % config.log_every == 0 or step == config.steps):
-      logger.log(step, dict(jax.device_get(metrics), **throughput.read()), prefix="train/")
-    if evaluate and ((config.eval_every and step % config.eval_every == 0)
-                     or step == config.steps):
+    guard.hold(step, metrics, batch)
+    last = step == config.steps
+    log_now = logger is not None and (step % config.log_every == 0 or last)
+    eval_now = evaluate is not None and ((config.eval_every and step % config.eval_every == 0)
+                                         or last)
+    save_now = periodic and (step % checkpointer.save_every == 0 or last)
+    interrupted = stop is not None and (stop.requested or (
+        checkpointer is not None and checkpointer.reached_preemption(step)))
+    if log_now or eval_now or save_now or interrupted:
+      guard.check(logger)  # this step, before anything is logged, evaluated or saved
+    if log_now:
+      values = dict(jax.device_get(metrics), **throughput.read())
+      if learning_rate is not None:
+        values["learning_rate"] = float(learning_rate(step - 1))
+      logger.log(step, values, prefix="train/")
+    if eval_now:
       last_eval = {f"eval/{k}": v for k, v in evaluate(state).items()}
       if logger:
         logger.log(step, last_eval)
       if checkpointer:
         checkpointer.save_if_best(step, state, last_eval, _data_state(batches))
-    if checkpointer and config.checkpoint_every:
-      checkpointer.save(step, state, _data_state(batches), force=step == config.steps)
+    if checkpointer is not None and (save_now or interrupted):
+      guard.check_params(step, state.params)
+      checkpointer.save(step, state, _data_state(batches), force=True,
+                        meta={"metrics_offset": logger.offset if logger else None})
     if logger:
       logger.advance()
+    if interrupted:
+      if checkpointer is not None:
+        checkpointer.wait()
+      raise Interrupted(stop.signum or signal.SIGTERM, step, checkpointer is not None)
+  guard.check(logger)
+  guard.check_params(step, state.params)
+  if evaluate is not None and not last_eval:  # resumed at the last step: nothing ran
+    last_eval = {f"eval/{k}": v for k, v in evaluate(state).items()}
   if checkpointer:
     checkpointer.wait()
   return state, last_eval

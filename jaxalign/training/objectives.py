@@ -3,7 +3,9 @@
 An objective has ``denominators(batch)`` (global counts, computed once over the whole batch
 before it is split into micro-batches) and ``loss(params, ref_params, batch, denominators)``
 returning ``(loss, metrics)``; summing the losses and metrics of micro-batches gives those of
-the whole batch, because every mean (every metric too) divides by the global count.
+the whole batch, because every mean (every metric too) divides by the global count. The
+objectives here also have ``counts(batch)``: the same counts before ``at_least_one`` clamps
+them, which add up over batches (held-out eval sums them over the whole set).
 
 An objective may also have ``statistics(params, ref_params, batch, denominators) -> dict``:
 scalars that depend on the params over the whole batch (KTO's reference point), each a sum over
@@ -16,7 +18,10 @@ Batches are dicts of arrays (``as_arrays`` turns the data module's dataclasses i
 - SFT: ``tokens, attention_mask, loss_mask`` [B, T].
 - pairs (RM, DPO family): ``chosen_tokens, chosen_attention_mask, chosen_loss_mask`` and the
   same for ``rejected_*`` [B, T]; optional ``weights`` [B]; optional cached reference
-  log-probs ``ref_chosen_logps, ref_rejected_logps`` [B].
+  log-probs ``ref_chosen_logps, ref_rejected_logps`` [B]; the RM reads ``margin`` [B] or,
+  with ``margin_scale``, ``scores`` [B].
+- unpaired KTO (``training.kto_unpaired``): ``tokens, attention_mask, loss_mask`` [B, T],
+  ``desirable`` [B] bool, ``weights`` [B]; optional cached ``ref_logps`` [B].
 """
 
 from __future__ import annotations
@@ -51,10 +56,16 @@ _PREFERENCE_COUNTS = ("pairs", "chosen_tokens")  # PreferenceObjective.denominat
 
 
 def _pair_count(batch: Batch) -> jax.Array:
+  """The (weighted) number of pairs, not clamped (``counts``)."""
   weights = batch.get("weights")
   if weights is None:
     return jnp.float32(batch["chosen_tokens"].shape[0])
-  return jnp.maximum(jnp.sum(weights.astype(jnp.float32)), 1.0)
+  return jnp.sum(weights.astype(jnp.float32))
+
+
+def at_least_one(counts: Batch) -> Batch:
+  """Denominators from counts: ``max(count, 1)`` (an empty batch divides by 1)."""
+  return {k: jnp.maximum(v, 1.0) for k, v in counts.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +76,12 @@ class SFTObjective:
   chunk_size: int | None = 128
   needs_reference = False
 
+  def counts(self, batch: Batch) -> Batch:
+    """What ``denominators`` counts, unclamped: it adds up over batches (exact eval)."""
+    return {"tokens": masked_count(batch["loss_mask"])}
+
   def denominators(self, batch: Batch) -> Batch:
-    return {"tokens": jnp.maximum(masked_count(batch["loss_mask"]), 1.0)}
+    return at_least_one(self.counts(batch))
 
   def loss(self, params, ref_params, batch: Batch, denominators: Batch):
     logps = token_logprobs(self.config, params, batch["tokens"], batch["attention_mask"],
@@ -80,10 +95,14 @@ class RewardModelObjective:
 
   config: TransformerConfig
   center_rewards_coefficient: float | None = None
+  margin_scale: float = 0.0  # margin = scale * batch["scores"] unless the batch has "margin"
   needs_reference = False
 
-  def denominators(self, batch: Batch) -> Batch:
+  def counts(self, batch: Batch) -> Batch:
     return {"pairs": _pair_count(batch)}
+
+  def denominators(self, batch: Batch) -> Batch:
+    return at_least_one(self.counts(batch))
 
   def loss(self, params, ref_params, batch: Batch, denominators: Batch):
     B = batch["chosen_tokens"].shape[0]
@@ -91,7 +110,10 @@ class RewardModelObjective:
                            concat_pairs(batch["chosen_tokens"], batch["rejected_tokens"]),
                            concat_pairs(batch["chosen_attention_mask"],
                                         batch["rejected_attention_mask"]))
-    return bradley_terry_loss(scores[:B], scores[B:], batch.get("margin"),
+    margin = batch.get("margin")
+    if margin is None and self.margin_scale and "scores" in batch:
+      margin = self.margin_scale * batch["scores"]  # score_chosen - score_rejected, 0 if none
+    return bradley_terry_loss(scores[:B], scores[B:], margin,
                               center_rewards_coefficient=self.center_rewards_coefficient,
                               weights=batch.get("weights"), denominator=denominators["pairs"])
 
@@ -104,8 +126,9 @@ class PreferenceObjective:
   ``chosen_logps, rejected_logps`` (summed, or length-normalised when ``average_logps``),
   ``ref_chosen_logps, ref_rejected_logps`` (same normalisation), ``chosen_lengths,
   rejected_lengths``, ``chosen_token_logps, chosen_loss_mask``, ``nll_loss`` (token-level NLL
-  of the chosen responses over the global batch), ``weights``, ``denominator`` (global pair
-  count) and ``chosen_token_denominator``.
+  of the chosen responses over the global batch), ``weights``, and global counts named by unit
+  (``term`` binds a loss's ``denominator`` to the one it counts): ``pair_denominator``
+  (weighted pairs) and ``chosen_loss_mask_denominator`` (chosen response tokens).
   """
 
   config: TransformerConfig
@@ -114,9 +137,12 @@ class PreferenceObjective:
   needs_reference: bool = True
   chunk_size: int | None = 128
 
-  def denominators(self, batch: Batch) -> Batch:
+  def counts(self, batch: Batch) -> Batch:
     return {"pairs": _pair_count(batch),
-            "chosen_tokens": jnp.maximum(masked_count(batch["chosen_loss_mask"]), 1.0)}
+            "chosen_tokens": masked_count(batch["chosen_loss_mask"])}
+
+  def denominators(self, batch: Batch) -> Batch:
+    return at_least_one(self.counts(batch))
 
   def sequence_logps(self, params, batch: Batch):
     """(chosen, rejected) sequence log-probs and the per-token ones, one forward pass."""
@@ -155,8 +181,8 @@ class PreferenceObjective:
         "chosen_lengths": masked_count(batch["chosen_loss_mask"], axis=1),
         "rejected_lengths": masked_count(batch["rejected_loss_mask"], axis=1),
         "chosen_token_logps": chosen_token_logps, "chosen_loss_mask": chosen_mask,
-        "nll_loss": nll, "denominator": denominators["pairs"],
-        "chosen_token_denominator": denominators["chosen_tokens"],
+        "nll_loss": nll, "pair_denominator": denominators["pairs"],
+        "chosen_loss_mask_denominator": denominators["chosen_tokens"],
         "weights": batch.get("weights"),
     }
     quantities.update({k: v for k, v in denominators.items() if k not in _PREFERENCE_COUNTS})

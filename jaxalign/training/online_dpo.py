@@ -94,7 +94,7 @@ def _check_enough_pairs(run: RunConfig, key: str, prompts: int) -> None:
 
 
 def _needs_reference(run: RunConfig) -> bool:
-  return preference_loss(run.loss.name).needs_reference
+  return preference_loss(run.loss.name, **run.loss.knobs()).needs_reference  # reference_free
 
 
 def _same_path(a: str, b: str) -> bool:

@@ -14,7 +14,7 @@ class OptimizerConfig:
   learning_rate: float = 1e-4
   schedule: Literal["constant", "linear", "cosine"] = "constant"
   warmup_steps: int = 0
-  total_steps: int = 1000       # decay horizon for linear / cosine
+  total_steps: int | None = None  # decay horizon for linear / cosine; None: loop.steps
   end_learning_rate_ratio: float = 0.0
   weight_decay: float = 0.0
   b1: float = 0.9
@@ -25,7 +25,10 @@ class OptimizerConfig:
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
   peak, end = config.learning_rate, config.learning_rate * config.end_learning_rate_ratio
-  decay_steps = max(config.total_steps - config.warmup_steps, 1)
+  if config.total_steps is None and config.schedule != "constant":
+    raise ValueError(f"optimizer.total_steps is needed for schedule={config.schedule} "
+                     f"(jaxalign train sets it to loop.steps when it is not given)")
+  decay_steps = max((config.total_steps or 1) - config.warmup_steps, 1)
   if config.schedule == "constant":
     decay = optax.constant_schedule(peak)
   elif config.schedule == "linear":

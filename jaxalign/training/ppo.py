@@ -196,7 +196,9 @@ def ppo_minibatch_step(config, spec, state, batch: Experience, micro_batches: in
   """One optimizer step on one minibatch, accumulated over ``micro_batches`` slices."""
   _, metrics, grads = accumulate_gradients(PPOObjective(config, spec), state.params, None,
                                            batch, micro_batches)
-  return state.apply_gradients(grads), metrics
+  grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+                           for g in jax.tree_util.tree_leaves(grads)))
+  return state.apply_gradients(grads), dict(metrics, **{"ppo/grad_norm": grad_norm})
 
 
 @functools.partial(jax.jit, static_argnames=("size",))

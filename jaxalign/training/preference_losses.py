@@ -1,12 +1,15 @@
 """The one visible table from loss names (CLI, configs) to loss terms of the DPO family.
 
-Each entry says which log-probs the loss expects (summed or length-normalised) and whether
-it needs a reference model. ``preference_loss("dpo", beta=0.1)`` returns a ``LossSpec``.
+Each entry says which knobs the loss takes and their defaults (``LOSS_DEFAULTS``, from the
+papers and TRL: docs/algorithms.md), which log-probs it expects (summed or length-normalised)
+and whether it needs a reference model. ``preference_loss("simpo")`` returns a ``LossSpec``
+at SimPO's own beta 2.0 and gamma 0.5; ``loss_knobs`` resolves knobs in this one place.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -29,13 +32,13 @@ def _kto_logratio_mean(q) -> dict[str, jax.Array]:
   """``{"kto_logratio_mean": sum_i w_i (r_w,i + r_l,i) / (2 W)}``, ``r = log pi - log pi_ref``.
 
   The weighted mean log-ratio over both responses of every pair, ``W`` the global (weighted)
-  pair count ``q["denominator"]``; a sum over rows / ``W``, so micro-batches add up to it.
+  pair count ``q["pair_denominator"]``; a sum over rows / ``W``, so micro-batches add up.
   """
   chosen = upcast(q["chosen_logps"]) - upcast(q["ref_chosen_logps"])  # [B]
   rejected = upcast(q["rejected_logps"]) - upcast(q["ref_rejected_logps"])  # [B]
   weights = q.get("weights", jnp.ones_like(chosen))
   return {"kto_logratio_mean": 0.5 * masked_mean(chosen + rejected, weights,
-                                                 q.get("denominator"))}
+                                                 q.get("pair_denominator"))}
 
 
 def _kto_term(beta: float, desirable_weight: float = 1.0,
@@ -55,7 +58,7 @@ def _kto_term(beta: float, desirable_weight: float = 1.0,
     B = q["chosen_logps"].shape[0]
     weights = q.get("weights")
     weights = None if weights is None else jnp.concatenate([weights, weights])
-    pairs = q.get("denominator")
+    pairs = q.get("pair_denominator")
     z0 = jnp.maximum(q["kto_logratio_mean"], 0.0)
     return kto_loss(logps, ref_logps, jnp.arange(2 * B) < B, z0, beta=beta,
                     desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
@@ -65,36 +68,74 @@ def _kto_term(beta: float, desirable_weight: float = 1.0,
 
 
 def _nll_term() -> LossTerm:
+  """``L_NLL(y_w) = -sum m log pi / sum m`` over the chosen tokens of the global batch: the
+  README's term as written (``term`` divides by ``chosen_loss_mask_denominator``)."""
   return term(sft_loss, rename={"token_logps": "chosen_token_logps",
-                                "loss_mask": "chosen_loss_mask",
-                                "denominator": "chosen_token_denominator"})
+                                "loss_mask": "chosen_loss_mask"})
 
 
-_TABLE: dict[str, Callable[..., LossSpec]] = {
-    "dpo": lambda beta=0.1, **k: LossSpec(term(dpo_loss, beta=beta, **k), False, True),
-    "cdpo": lambda beta=0.1, label_smoothing=0.1, **k: LossSpec(
-        term(dpo_loss, beta=beta, label_smoothing=label_smoothing, **k), False, True),
-    "robust": lambda beta=0.1, label_smoothing=0.1, **k: LossSpec(
-        term(robust_dpo_loss, beta=beta, label_smoothing=label_smoothing, **k), False, True),
+def _rpo_term(alpha: float, **knobs) -> LossTerm:
+  """RPO (Pang et al. 2024): ``L_DPO + alpha L_NLL(y_w)``."""
+  return weighted_sum({"dpo": term(dpo_loss, **knobs), "nll": (alpha, _nll_term())})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loss:
+  build: Callable[..., LossTerm]  # knobs -> loss term
+  defaults: dict                  # every knob the loss takes, with its default
+  average_logps: bool = False
+  reference: bool = True          # needs a reference model (unless reference_free=True)
+
+
+_REF = {"reference_free": False}  # log pi_ref = 0: no reference model loaded or run
+_TABLE: dict[str, _Loss] = {
+    "dpo": _Loss(functools.partial(term, dpo_loss), {"beta": 0.1, **_REF}),
+    "cdpo": _Loss(functools.partial(term, dpo_loss),
+                  {"beta": 0.1, "label_smoothing": 0.1, **_REF}),
+    "robust": _Loss(functools.partial(term, robust_dpo_loss),
+                    {"beta": 0.1, "label_smoothing": 0.1, **_REF}),
     # TRL's IPO: log-ratios divided by response length; "ipo_sum" is the paper's Eq. 17.
-    "ipo": lambda beta=0.1, **k: LossSpec(term(ipo_loss, beta=beta, **k), False, True),
-    "ipo_sum": lambda beta=0.1, **k: LossSpec(term(
-        ipo_loss, rename={"chosen_lengths": None, "rejected_lengths": None}, beta=beta, **k),
-        False, True),
-    "hinge": lambda beta=0.1, **k: LossSpec(term(hinge_loss, beta=beta, **k), False, True),
-    "simpo": lambda beta=2.0, gamma=0.5, **k: LossSpec(
-        term(simpo_loss, beta=beta, gamma=gamma, **k), True, False),
-    "orpo": lambda beta=0.1, **k: LossSpec(term(orpo_loss, beta=beta, **k), True, False),
-    "kto": lambda beta=0.1, **k: LossSpec(_kto_term(beta, **k), False, True),
+    "ipo": _Loss(functools.partial(term, ipo_loss), {"beta": 0.1, **_REF}),
+    "ipo_sum": _Loss(functools.partial(term, ipo_loss, rename={"chosen_lengths": None,
+                                                               "rejected_lengths": None}),
+                     {"beta": 0.1, **_REF}),
+    "hinge": _Loss(functools.partial(term, hinge_loss), {"beta": 0.1, **_REF}),
+    "simpo": _Loss(functools.partial(term, simpo_loss),
+                   {"beta": 2.0, "gamma": 0.5, "label_smoothing": 0.0}, True, False),
+    "orpo": _Loss(functools.partial(term, orpo_loss), {"beta": 0.1}, True, False),
+    "kto": _Loss(_kto_term, {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0}),
     # RPO: DPO plus alpha times the NLL of the chosen responses (Pang et al. 2024).
-    "rpo": lambda beta=0.1, alpha=1.0, **k: LossSpec(weighted_sum({
-        "dpo": term(dpo_loss, beta=beta, **k), "nll": (alpha, _nll_term())}), False, True),
+    "rpo": _Loss(_rpo_term, {"beta": 0.1, "alpha": 1.0, **_REF}),
 }
 LOSS_NAMES = tuple(_TABLE)
+LOSS_DEFAULTS = {name: dict(entry.defaults) for name, entry in _TABLE.items()}
+
+
+def _entry(name: str) -> _Loss:
+  if name not in _TABLE:
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+  return _TABLE[name]
+
+
+def loss_knobs(name: str, **given) -> dict:
+  """Every knob of loss ``name``: its defaults (``LOSS_DEFAULTS``) updated by ``given``.
+
+  ``None`` means "the loss's default" (and ``reference_free=False`` is the default of every
+  loss); a knob given that the loss does not take is an error naming it.
+  """
+  entry = _entry(name)
+  given = {k: v for k, v in given.items()
+           if v is not None and not (k == "reference_free" and v is False)}
+  unused = sorted(set(given) - set(entry.defaults))
+  if unused:
+    raise ValueError(f"loss {name!r} does not use {', '.join(unused)} (its knobs: "
+                     f"{', '.join(entry.defaults)})")
+  return {**entry.defaults, **given}
 
 
 def preference_loss(name: str, **knobs) -> LossSpec:
-  """The loss called ``name`` with its knobs (beta, label_smoothing, gamma, alpha...)."""
-  if name not in _TABLE:
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
-  return _TABLE[name](**knobs)
+  """The loss called ``name`` with its knobs (``loss_knobs``: unset ones at their defaults)."""
+  entry = _entry(name)
+  knobs = loss_knobs(name, **knobs)
+  return LossSpec(entry.build(**knobs), entry.average_logps,
+                  entry.reference and not knobs.get("reference_free", False))

@@ -1,13 +1,13 @@
 """``run_training(config)``: one offline run (SFT, reward model or DPO family) end to end.
 
 Writes under ``config.output_dir``: ``config.yaml`` (resolved), ``metrics.jsonl`` and
-TensorBoard events, ``checkpoints/`` (resumed from automatically), ``model/`` (the final
-params, ``jaxalign.models.load_model``), ``eval.json`` and ``data_report.json``.
+TensorBoard events, ``checkpoints/`` (resumed from automatically when the config matches:
+``run_dir``), ``model/`` (the final params, ``jaxalign.models.load_model``), ``eval.json``
+and ``data_report.json``; ``nan_debug/`` when the NaN guard stopped the run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -17,34 +17,39 @@ import numpy as np
 from jaxalign import data as D
 from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
-from jaxalign.models import ScalarHead, count_params, save_model
+from jaxalign.config.provenance import provenance
+from jaxalign.config.validate import resolve_run, validate_run
+from jaxalign.models import ScalarHead, count_params
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
-                               param_placer, shard_batch, shard_global_batch, shard_params,
-                               to_host)
-from jaxalign.training import setup
+                               param_placer, shard_batch, shard_params, to_host)
+from jaxalign.training import run_dir, setup
+from jaxalign.training.compat import check_compatibility
+from jaxalign.training.dataset_pass import (CachedReference,  # noqa: F401 (re-exported)
+                                            make_evaluator, precompute_reference)
+from jaxalign.training.guards import NanGuard, StopSignals, dump_json
 from jaxalign.training.loop import Throughput, fit
-from jaxalign.training.metrics_log import MetricsLogger, to_floats
-from jaxalign.training.online_dpo import (OnlineRefresher, SwappableBatches,
-                                          check_online_config, is_offline, online_reference,
-                                          reward_model_extras)
+from jaxalign.training.metrics_log import MetricsLogger, to_floats, truncate_log
+from jaxalign.training.online_dpo import (OnlineRefresher, SwappableBatches, is_offline,
+                                          online_reference, reward_model_extras)
+from jaxalign.training.kto_unpaired import UnpairedKTOObjective
 from jaxalign.training.objectives import (PreferenceObjective, RewardModelObjective,
-                                          SFTObjective, reference_logps_fn)
-from jaxalign.training.optim import make_optimizer
-from jaxalign.training.preference_losses import preference_loss
+                                          SFTObjective)
+from jaxalign.training.optim import learning_rate_schedule, make_optimizer
+from jaxalign.training.preference_losses import loss_knobs, preference_loss
 from jaxalign.training.state import TrainState
-from jaxalign.training.step import make_eval_step, make_train_step
+from jaxalign.training.step import make_train_step
 
-_LOSS_KNOBS = {"cdpo": ("label_smoothing",), "robust": ("label_smoothing",),
-               "simpo": ("gamma",), "rpo": ("alpha",)}
-
-
-def make_objective(run: RunConfig, config):
+def make_objective(run: RunConfig, config, rows=None):
+  """The run's objective; a DPO-family loss at ``run.loss``'s knobs (each loss's own
+  defaults where unset: ``LossSpec``, ``preference_losses.LOSS_DEFAULTS``). ``rows`` of
+  unpaired examples (``D.UnpairedRows``) take KTO on unpaired examples (``kto_unpaired``)."""
   if run.task == "sft":
     return SFTObjective(config)
   if run.task == "rm":
-    return RewardModelObjective(config)
-  knobs = {k: getattr(run.loss, k) for k in _LOSS_KNOBS.get(run.loss.name, ())}
-  spec = preference_loss(run.loss.name, beta=run.loss.beta, **knobs)
+    return RewardModelObjective(config, margin_scale=run.data.margin_scale)
+  if setup.is_unpaired(rows):
+    return UnpairedKTOObjective(config, **loss_knobs("kto", **run.loss.knobs()))
+  spec = preference_loss(run.loss.name, **run.loss.knobs())
   return PreferenceObjective(config, spec.loss_term, average_logps=spec.average_logps,
                              needs_reference=spec.needs_reference)
 
@@ -56,62 +61,9 @@ def reward_model_params(config, policy_params, seed: int) -> dict:
   return {"backbone": backbone, "score": head["params"]}
 
 
-class CachedReference:
-  """Rows plus reference log-probs computed once, attached to every batch they yield."""
-
-  def __init__(self, rows, chosen: np.ndarray, rejected: np.ndarray):
-    self.rows, self.chosen, self.rejected = rows, chosen, rejected
-    self.max_length = rows.max_length
-
-  def __len__(self):
-    return len(self.rows)
-
-  def lengths(self):
-    return self.rows.lengths()
-
-  def batch(self, indices, length):
-    arrays = setup.batch_arrays(self.rows.batch(indices, length))
-    return dict(arrays, ref_chosen_logps=self.chosen[indices],
-                ref_rejected_logps=self.rejected[indices])
-
-
-def precompute_reference(objective, ref_params, rows, batch_size: int, mesh) -> CachedReference:
-  compute = reference_logps_fn(objective)
-  chosen, rejected = [], []
-  for start in range(0, len(rows), batch_size):
-    indices = np.arange(start, min(start + batch_size, len(rows)))
-    padded = np.resize(indices, batch_size)  # static shape; extra rows dropped below
-    # Every process holds the whole global batch here (not its own rows), and every
-    # process needs every row's log-probs (its later training rows may be any of them).
-    batch = shard_global_batch(setup.batch_arrays(rows.batch(padded, rows.max_length)), mesh)
-    c, r = to_host(compute(ref_params, batch))
-    chosen.append(c[:len(indices)])
-    rejected.append(r[:len(indices)])
-  return CachedReference(rows, np.concatenate(chosen), np.concatenate(rejected))
-
-
-def make_evaluator(objective, rows, ref_params, batch_size: int, mesh):
-  """``evaluate(params)``: metrics over the held-out rows (batch means weighted by size)."""
-  evaluate_batch = make_eval_step(objective)
-  batch_size = min(batch_size, len(rows))
-  usable = len(rows) - len(rows) % batch_size
-
-  def evaluate(params):
-    totals, count = {}, 0
-    for start in range(0, usable, batch_size):
-      indices = np.arange(start, start + batch_size)
-      batch = shard_global_batch(setup.batch_arrays(rows.batch(indices, rows.max_length)), mesh)
-      metrics = to_floats(to_host(evaluate_batch(params, ref_params, batch)))
-      for k, v in metrics.items():
-        totals[k] = totals.get(k, 0.0) + v * batch_size
-      count += batch_size
-    return {k: v / count for k, v in totals.items()}
-  return evaluate
-
-
 def _tokens_per_batch(run: RunConfig, rows) -> int:
   lengths = np.asarray(rows.lengths(), np.float64)
-  per_row = lengths.mean() * (1 if run.task == "sft" else 2)
+  per_row = lengths.mean() * (1 if run.task == "sft" or setup.is_unpaired(rows) else 2)
   return int(per_row * run.data.batch_size)
 
 
@@ -127,34 +79,50 @@ def _build_rows(run: RunConfig, split: str, main: bool):
   return result if main else setup.build_rows(run, split)
 
 
-def run_training(run: RunConfig, progress: bool = True) -> dict:
-  """Trains per ``run``; resumes from ``output_dir/checkpoints`` if present. Returns the
-  final eval metrics."""
+def run_training(run: RunConfig, progress: bool = True, on_existing: str = "auto") -> dict:
+  """Trains per ``run``; returns the final eval metrics. An existing ``output_dir`` is
+  resumed when its config matches, else ``on_existing`` ("resume" or "overwrite") decides
+  (``run_dir``). Raises ``guards.NonFiniteError`` on divergence and ``guards.Interrupted``
+  (after a checkpoint) on SIGINT / SIGTERM."""
+  with StopSignals() as stop:
+    return _run_training(run, progress, on_existing, stop)
+
+
+def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dict:
+  run = resolve_run(run)
+  validate_run(run)  # before anything is built or written
   online = run.task == "online-dpo"
   refreshing = online and not is_offline(run)
-  if online:  # before anything is built or written
-    check_online_config(run)
+  check_compatibility(run)  # tokenizer, lengths, reference, reward model: configs only
   initialize_distributed()
-  mesh = make_mesh(run.mesh)
+  stop.install()  # SIGINT / SIGTERM from here on: a checkpoint, then Interrupted
+  start = run_dir.prepare(run, on_existing)
   main = is_main_process()
   if main:
-    save_config(run, os.path.join(run.output_dir, "config.yaml"))
+    print(start.message)
+  if start.mode == "complete":
+    return start.saved_eval
+  mesh = make_mesh(run.mesh)
+  if main:
+    save_config(run, os.path.join(run.output_dir, "config.yaml"), provenance(run))
   if refreshing:  # pairs come from the policy; the prompts are the data
     train_rows, train_report = setup.build_prompt_rows(run, "train", run.online.max_new_tokens)
   else:
     train_rows, train_report = _build_rows(run, "train", main)
   eval_rows, eval_report = _build_rows(run, "eval", main)
   if main:
-    with open(os.path.join(run.output_dir, "data_report.json"), "w") as f:
-      json.dump({"train": train_report.to_dict(), "eval": eval_report.to_dict()}, f, indent=2)
+    dump_json({"train": train_report.to_dict(), "eval": eval_report.to_dict()},
+              os.path.join(run.output_dir, "data_report.json"))
     describe = lambda rows, report: (f"{len(rows)} rows" + (f" ({report.summary()})"
                                                             if report.num_rows else ""))
     print(f"data: train {describe(train_rows, train_report)}; "
           f"eval {describe(eval_rows, eval_report)}")
+    if isinstance(train_rows, D.MixedRows):
+      print(f"data: train mixture {train_rows.describe()}")
 
   config, policy = setup.load_policy(run, setup.vocab_overrides(run),
                                      place=param_placer(mesh))
-  objective = make_objective(run, config)
+  objective = make_objective(run, config, train_rows)
   ref_params = None
   if run.task == "rm":
     params = reward_model_params(config, policy, run.seed)
@@ -185,7 +153,8 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
     if not cached:
       return rows
     return precompute_reference(objective, current_state.ref_params if online else ref_params,
-                                rows, run.data.eval_batch_size, mesh)
+                                rows, run.data.eval_batch_size, mesh,
+                                progress=progress and not online)
 
   before_step = None
   if refreshing:
@@ -197,17 +166,15 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
     batches = D.BatchIterator(with_reference(train_rows, state), run.data.batch_size,
                               seed=run.seed, process_index=jax.process_index(),
                               process_count=jax.process_count())
-  checkpointer = None
-  if run.loop.checkpoint_every:
-    checkpointer = Checkpointer(os.path.join(run.output_dir, "checkpoints"),
-                                save_every=run.loop.checkpoint_every,
-                                keep=run.loop.keep_checkpoints, best_metric=run.loop.best_metric)
-    if checkpointer.latest_step() is not None:
-      state, data_state = checkpointer.restore(state)
-      if data_state and not refreshing:  # a refreshing run regenerates its pairs
-        batches.set_state(data_state)
-      if main:
-        print(f"resumed from step {int(state.step)}")
+  # Always a checkpointer: checkpoint_every=0 still saves on SIGINT / SIGTERM.
+  checkpointer = Checkpointer(os.path.join(run.output_dir, "checkpoints"),
+                              save_every=run.loop.checkpoint_every,
+                              keep=run.loop.keep_checkpoints, best_metric=run.loop.best_metric)
+  if start.mode == "resume":
+    state, data_state = checkpointer.restore(state)
+    if data_state and not refreshing:  # a refreshing run regenerates its pairs
+      batches.set_state(data_state)
+    truncate_log(run.output_dir, (checkpointer.restored_meta or {}).get("metrics_offset"))
   step_fn = make_train_step(objective, micro_batches=run.loop.micro_batches,
                             state_shardings=state_shardings)
   # Held-out implicit rewards are measured against the initial (SFT) reference.
@@ -221,17 +188,15 @@ def run_training(run: RunConfig, progress: bool = True) -> dict:
     state, last_eval = fit(state, step_fn, batches, run.loop,
                            place_batch=lambda b: shard_batch(setup.batch_arrays(b), mesh),
                            evaluate=lambda s: evaluate(s.params), checkpointer=checkpointer,
-                           logger=logger, throughput=throughput, before_step=before_step)
+                           logger=logger, throughput=throughput, before_step=before_step,
+                           learning_rate=learning_rate_schedule(run.optimizer),
+                           guard=NanGuard(run.output_dir, checkpointer.latest_step), stop=stop)
   finally:
     logger.close()
-    if checkpointer:
-      checkpointer.close()
+    checkpointer.close()
   final = to_host(state.params)  # collective when params span hosts: every process calls it
   if main:
-    if run.task == "rm":
-      save_model(os.path.join(run.output_dir, "model"), config, final, kind="reward_model")
-    else:
-      save_model(os.path.join(run.output_dir, "model"), config, final)
-    with open(os.path.join(run.output_dir, "eval.json"), "w") as f:
-      json.dump(to_floats(last_eval), f, indent=2)
+    setup.save_run_model(run, os.path.join(run.output_dir, "model"), config, final,
+                         kind="reward_model" if run.task == "rm" else "policy")
+    dump_json(to_floats(last_eval), os.path.join(run.output_dir, "eval.json"))  # strict JSON
   return to_floats(last_eval)

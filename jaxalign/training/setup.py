@@ -1,12 +1,11 @@
 """Building a run's pieces from its config: data rows, the model, the reference.
 
-Data rows are the data module's ``SFTRows`` / ``PreferenceRows``: from the built-in synthetic
-task, or from local JSONL/Parquet files through the TFDS builder and a tokenizer.
+Data rows are the data module's ``SFTRows`` / ``PreferenceRows`` / ``UnpairedRows`` (or a
+``MixedRows`` of several files): from the built-in synthetic task, or from local JSONL/Parquet
+files through the content-keyed TFDS builder and a tokenizer (``training.file_rows``).
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,9 @@ from jaxalign import data as D
 from jaxalign.config import RunConfig
 from jaxalign.models import (CheckpointError, TransformerConfig, init_params, load_model,
                              load_pretrained, tiny_gpt2, tiny_llama)
+from jaxalign.training import file_rows
+from jaxalign.training.tokenizers import (run_tokenizer, save_run_model,  # noqa: F401
+                                          warn_unknown_tokens)
 
 _PRESETS = {"tiny_gpt2": tiny_gpt2, "tiny_llama": tiny_llama}
 
@@ -27,38 +29,25 @@ def synthetic_task(run: RunConfig) -> D.SyntheticTask:
 def build_rows(run: RunConfig, split: str):
   """(rows, report) of ``split`` ("train" or "eval") for the run's task."""
   spec = run.data
-  kind = "sft" if run.task == "sft" else "preference"
   if spec.source == "synthetic":
     task = synthetic_task(run)
     num, seed = (spec.num_train, 1) if split == "train" else (spec.num_eval, 2)
-    if kind == "sft":
+    if run.task == "sft":
       return task.sft_rows(num, seed), D.DataReport()
     pairs = task.preference_pairs(num, seed + 10, spec.sample_temperature, spec.label_beta)
     return pairs.rows, pairs.report
-  path = spec.train_file if split == "train" else spec.eval_file
-  if path is None:
-    raise ValueError(f"data.{split}_file is required when data.source=files")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"data.{split}_file: {path} does not exist")
-  # Local files -> a TFDS dataset in array_record format (reused when already built).
-  name = f"{split}_{os.path.splitext(os.path.basename(path))[0]}".lower().replace("-", "_")
-  builder, reports = D.build_dataset(name, kind, {"train": path},
-                                     os.path.join(run.output_dir, "tfds"),
-                                     on_error=spec.on_error)
-  records = D.RecordSource(builder.as_data_source("train"), kind, name=path)
-  read_report = reports.get("train", D.DataReport())
-  tokenizer = D.load_tokenizer(spec.tokenizer)
-  tokenize = D.tokenize_sft if kind == "sft" else D.tokenize_preferences
-  rows, report = tokenize(records, tokenizer, spec.max_length, on_error=spec.on_error)
-  return rows, _chain(read_report, report)
+  # Local files -> TFDS datasets in array_record format, keyed by content (file_rows).
+  tokenizer = run_tokenizer(run)
+  rows, report = file_rows.file_rows(run, split, tokenizer)
+  warn_unknown_tokens(rows, tokenizer, f"data.{split}_file={_files(spec, split)}")
+  return rows, report
 
 
-def _chain(read: D.DataReport, tokenized: D.DataReport) -> D.DataReport:
-  """One report for reading then tokenising: rows counted once (as read), kept as
-  tokenised, skips and flags of both stages."""
-  merged = read.merge(tokenized)
-  merged.num_rows, merged.num_kept = read.num_rows, tokenized.num_kept
-  return merged
+def _files(spec, split: str) -> str:
+  return ",".join(spec.files(split))
+
+
+is_unpaired = file_rows.is_unpaired
 
 
 def model_config(run: RunConfig, vocab_overrides: dict) -> TransformerConfig:
@@ -120,7 +109,7 @@ def _cast(params, dtype: str):
 def vocab_overrides(run: RunConfig) -> dict:
   if run.data.source == "synthetic":
     return synthetic_task(run).model_overrides()
-  tokenizer = D.load_tokenizer(run.data.tokenizer)
+  tokenizer = run_tokenizer(run)
   return {"vocab_size": tokenizer.vocab_size, "eos_token_id": tokenizer.eos_id}
 
 
@@ -140,13 +129,10 @@ def build_prompt_rows(run: RunConfig, split: str, max_new_tokens: int):
   if spec.source == "synthetic":
     num, seed = (spec.num_train, 5) if split == "train" else (spec.num_eval, 6)
     return synthetic_task(run).prompt_rows(num, seed), D.DataReport()
-  path = spec.train_file if split == "train" else spec.eval_file
-  if path is None or not os.path.exists(str(path)):
-    raise FileNotFoundError(f"data.{split}_file: {path} does not exist")
-  records, read_report = D.read_records(path, "prompt", on_error=spec.on_error)
-  rows, report = D.tokenize_prompts(records, D.load_tokenizer(spec.tokenizer),
-                                    spec.max_length - max_new_tokens, on_error=spec.on_error)
-  return rows, _chain(read_report, report)
+  tokenizer = run_tokenizer(run)
+  rows, report = file_rows.prompt_file_rows(run, split, tokenizer, max_new_tokens)
+  warn_unknown_tokens(rows, tokenizer, f"data.{split}_file={_files(spec, split)}")
+  return rows, report
 
 
 def load_reward_model(path: str | None):

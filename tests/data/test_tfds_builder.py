@@ -86,10 +86,10 @@ def test_reload_without_the_files_and_through_tfds_data_source(tmp_path):
   _, reports = build_dataset("pairs", "preference", {"train": path}, data_dir)  # reused
   assert reports["train"].num_kept == 3
   other = write_jsonl(tmp_path / "other.jsonl", PAIRS[:2])
-  with pytest.raises(ValueError, match="overwrite=True"):  # never silently the old data
-    build_dataset("pairs", "preference", {"train": other}, data_dir)
-  builder, _ = build_dataset("pairs", "preference", {"train": other}, data_dir, overwrite=True)
-  assert len(builder.as_data_source("train")) == 2
+  builder, _ = build_dataset("pairs", "preference", {"train": other}, data_dir)  # rebuilt
+  assert len(builder.as_data_source("train")) == 2  # never silently the old data
+  with pytest.raises(FileNotFoundError, match="train.jsonl"):  # no copy of it any more
+    build_dataset("pairs", "preference", {"train": path}, data_dir)
 
 
 def test_skipped_rows_are_counted_in_the_stored_report(tmp_path):

@@ -79,3 +79,45 @@ def test_statistics_reach_a_term_inside_a_sum_and_fall_back_to_the_batch():
   grad = jax.grad(lambda c: centred({**QUANTITIES, "chosen_logps": c})[0])(
       QUANTITIES["chosen_logps"])
   np.testing.assert_allclose(grad, [1.0, 1.0])  # no gradient through the statistic
+
+
+def _softplus(x):
+  return np.logaddexp(0.0, x)
+
+
+def test_denominators_bind_by_unit_not_by_name():
+  # Global counts as an objective gives them: 4 pairs, 7 chosen tokens; "denominator" (the old
+  # name, a pair count) must never reach the token loss.
+  counts = {"pair_denominator": 4.0, "chosen_loss_mask_denominator": 7.0, "denominator": 2.0}
+  rpo = weighted_sum({"dpo": term(dpo_loss, beta=0.1),
+                      "nll": (0.5, term(sft_loss, rename=NLL_NAMES))})
+  _, metrics = rpo({**QUANTITIES, **counts})
+  # h = (1, 0) - (-1, 1) = (2, -1): DPO sums softplus(-beta h) over the 2 rows, / 4 pairs;
+  # the NLL sums 1 + 2 + 0.5 over the chosen tokens, / 7 tokens.
+  np.testing.assert_allclose(metrics["dpo/loss"], (_softplus(-0.2) + _softplus(0.1)) / 4,
+                             rtol=1e-6)
+  np.testing.assert_allclose(metrics["nll/nll"], 3.5 / 7, rtol=1e-6)
+  np.testing.assert_allclose(metrics["loss"], metrics["dpo/loss"] + 0.5 * 3.5 / 7, rtol=1e-6)
+
+
+def test_a_token_count_follows_the_mask_a_term_reads():
+  other = {"token_logps": "chosen_token_logps", "loss_mask": "other_mask"}
+  quantities = {**QUANTITIES, "other_mask": jnp.array([[0, 1, 0, 0], [0, 0, 0, 0]]),
+                "other_mask_denominator": 2.0, "chosen_loss_mask_denominator": 7.0}
+  np.testing.assert_allclose(term(sft_loss, rename=other)(quantities)[0], 1.0 / 2, rtol=1e-6)
+  # an explicit rename wins; None keeps the local count (1 token)
+  np.testing.assert_allclose(term(sft_loss, rename={**other, "denominator": None})(
+      quantities)[0], 1.0, rtol=1e-6)
+
+
+def test_a_missing_or_undeclared_count_is_an_error():
+  # global counts present but not this mask's: never fall back to a micro-batch's count
+  with pytest.raises(KeyError, match="other_mask_denominator"):
+    term(sft_loss, rename={"token_logps": "chosen_token_logps", "loss_mask": "other_mask"})(
+        {**QUANTITIES, "other_mask": QUANTITIES["chosen_loss_mask"], "pair_denominator": 2.0})
+  custom = lambda chosen_logps, denominator=None: (jnp.sum(chosen_logps) / denominator, {})
+  with pytest.raises(TypeError, match="does not declare what it counts"):
+    term(custom)
+  loss, _ = term(custom, rename={"denominator": "pair_denominator"})(
+      {**QUANTITIES, "pair_denominator": 5.0})
+  np.testing.assert_allclose(loss, -15.0 / 5)

@@ -36,8 +36,9 @@ RESUME_MESH = {"mesh.data": 1, "mesh.fsdp": 8}
 # entry whose gradient is ~1e-9 of reduction-order noise moves by +-lr per step, which says
 # nothing about distributed correctness (same reasoning as tests/training/test_step_invariance).
 SETTINGS = {"loop.checkpoint_every": EVERY, "loop.log_every": 1, "model.num_layers": 1,
-            "data.source": "files", "data.max_length": 64, "data.batch_size": 32,
-            "data.eval_batch_size": 32, "optimizer.learning_rate": 1e-3, "optimizer.eps": 1e-3}
+            "data.source": "files", "data.tokenizer": "bytes", "data.max_length": 64,
+            "data.batch_size": 32, "data.eval_batch_size": 32,
+            "optimizer.learning_rate": 1e-3, "optimizer.eps": 1e-3}
 
 
 def _command(output_dir, steps: int, mesh: dict, files: dict) -> list[str]:
@@ -83,9 +84,9 @@ def _metrics(path) -> list[dict]:
 def test_resumes_from_the_checkpoint_of_the_first_launch(runs):
   assert "data: train 128 rows" in runs["first"][0]
   assert "data:" not in runs["first"][1], "only process 0 prints"
-  assert "resumed from step" not in runs["first"][0]
-  assert f"resumed from step {FIRST_STEPS}" in runs["second"][0]
-  assert "resumed from step" not in runs["second"][1], "only process 0 prints"
+  assert "resuming from step" not in runs["first"][0]
+  assert f"resuming from step {FIRST_STEPS}" in runs["second"][0]
+  assert "resuming from step" not in runs["second"][1], "only process 0 prints"
   steps = sorted(int(name) for name in os.listdir(runs["multi"] / "checkpoints")
                  if name.isdigit())
   assert FIRST_STEPS in steps and TOTAL_STEPS in steps

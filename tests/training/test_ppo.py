@@ -102,7 +102,7 @@ def test_ppo_kill_and_resume_is_bit_identical(sft_and_rm, tmp_path):
   subprocess_runs.kill_after(command(killed), killed / "checkpoints" / "4")
   assert not (tmp_path / "killed" / "model").exists()
   resumed = subprocess_runs.run(command(tmp_path / "killed"))
-  assert "resumed from step" in resumed.stdout
+  assert "resuming from step" in resumed.stdout
   _, a, _ = load_model(str(tmp_path / "full" / "model"))
   _, b, _ = load_model(str(tmp_path / "killed" / "model"))
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):

@@ -33,7 +33,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
   subprocess_runs.kill_after(_command(killed), killed / "checkpoints" / "8")
   assert not (killed / "model").exists(), "the run finished before it could be killed"
   resumed = subprocess_runs.run(_command(killed))
-  assert "resumed from step" in resumed.stdout
+  assert "resuming from step" in resumed.stdout
 
   _, expected, _ = load_model(str(reference / "model"))
   _, actual, _ = load_model(str(killed / "model"))
