@@ -165,6 +165,18 @@ def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
   return tree
 
 
+def read_hf_config(path: str) -> dict:
+  """The parsed config.json of a Hugging Face folder (a clear error when missing or bad)."""
+  config_path = os.path.join(path, "config.json")
+  if not os.path.exists(config_path):
+    raise CheckpointError(f"{config_path}: not found")
+  with open(config_path) as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+
+
 def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | None = None,
                     place=None, **config_overrides) -> tuple[TransformerConfig, dict]:
   """Loads a local Hugging Face checkpoint folder; returns ``(config, params)``.
@@ -178,13 +190,7 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
       straight onto its shards, so a model larger than one device's memory loads.
   """
   config_path = os.path.join(path, "config.json")
-  if not os.path.exists(config_path):
-    raise CheckpointError(f"{config_path}: not found")
-  with open(config_path) as f:
-    try:
-      hf = json.load(f)
-    except json.JSONDecodeError as e:
-      raise CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+  hf = read_hf_config(path)
   dtype = dtype or "float32"
   config = config_from_hf(hf, where=config_path, param_dtype=dtype,
                           dtype=compute_dtype or dtype, **config_overrides)

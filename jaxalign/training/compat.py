@@ -12,12 +12,12 @@ Without these checks such runs index past an embedding and train to NaN.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from jaxalign import data as D
 from jaxalign.config import ConfigError
 from jaxalign.models import CheckpointError, TransformerConfig, config_from_hf, read_model_meta
+from jaxalign.models.hf_checkpoint import read_hf_config
 from jaxalign.training import setup
 from jaxalign.training.tokenizers import (model_tokenizer, run_tokenizer, tokenizer_fingerprint,
                                           tokenizer_source)
@@ -35,12 +35,7 @@ def hf_folder_config(path: str, key: str = "model.path") -> TransformerConfig:
     hint = (" (a jaxalign model folder: use model.init_from)"
             if os.path.exists(os.path.join(path, "jaxalign_config.json")) else "")
     raise CheckpointError(f"{key}={path}: no config.json{hint}")
-  with open(config_path) as f:
-    try:
-      hf = json.load(f)
-    except json.JSONDecodeError as e:
-      raise CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
-  return config_from_hf(hf, where=config_path)
+  return config_from_hf(read_hf_config(path), where=config_path)
 
 
 def folder_config(path: str, key: str, want_kind: str) -> TransformerConfig:
