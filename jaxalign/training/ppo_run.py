@@ -1,4 +1,5 @@
-"""``run_ppo(config)``: the PPO loop from the command line, with checkpoints and logging.
+"""``run_ppo(config)``: PPO from the command line, on the shared online driver
+(``online_loop.run_online``: checkpoints, resume, NaN guard, signals, logging, mesh).
 
 Each iteration: sample ``ppo.rollout_batch_size`` prompts, roll out with the compiled sampler
 on the current policy, score with the reward model, compute advantages, run
@@ -6,35 +7,24 @@ on the current policy, score with the reward model, compute advantages, run
 reference. A checkpoint after an iteration holds everything the next one reads, so a killed
 run resumes bit-identically.
 
-Multi-host: params live on one mesh over every process's devices; each process draws its
-own slice of every global prompt batch (``BatchIterator(process_index, process_count)``)
-and the rollout is one global array, so every sampler, scoring and update program runs once
-over the global batch; host values (metrics, the gold reward) are gathered with ``to_host``.
+Multi-host: each process draws its own slice of every global prompt batch and the rollout
+is one global array; host values (metrics, the gold reward) are gathered with ``to_host``.
 """
 
 from __future__ import annotations
-
-import os
-import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxalign import data as D
-from jaxalign.checkpoint import Checkpointer
-from jaxalign.config import RunConfig, save_config
-from jaxalign.config.provenance import provenance
-from jaxalign.config.validate import resolve_run, validate_run
+from jaxalign.config import RunConfig
 from jaxalign.models import ScalarHead
-from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
-                               param_placer, shard_batch, shard_params, to_host)
-from jaxalign.parallel.mesh import BATCH_AXES
-from jaxalign.training import run_dir, setup
-from jaxalign.training.compat import check_compatibility
-from jaxalign.training.guards import Interrupted, NanGuard, StopSignals, dump_json
-from jaxalign.training.metrics_log import MetricsLogger, to_floats, truncate_log
-from jaxalign.training.optim import learning_rate_schedule, make_optimizer
+from jaxalign.parallel import on_mesh, shard_batch, shard_params, to_host
+from jaxalign.training import online_loop, setup
+from jaxalign.training.metrics_log import to_floats
+from jaxalign.training.online_loop import OnlineAlgorithm
+from jaxalign.training.optim import make_optimizer
 from jaxalign.training.ppo import (ema_reference, ema_update, kl_controller, make_experience,
                                    ppo_update)
 from jaxalign.training.rollout import sample_rollout
@@ -68,17 +58,6 @@ def init_ppo_state(run: RunConfig, config, policy, mesh=None) -> TrainState:
                             extras={"kl_coef": jnp.float32(spec.kl_coef),
                                     "iteration": jnp.int32(0)})
   return state if mesh is None else on_mesh(state, mesh)
-
-
-def _check_batch_layout(run: RunConfig, mesh) -> None:
-  spec = run.ppo
-  shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
-  size = spec.rollout_batch_size // spec.num_minibatches
-  for what, rows in (("ppo.rollout_batch_size", spec.rollout_batch_size),
-                     ("a minibatch (ppo.rollout_batch_size / ppo.num_minibatches)", size)):
-    if rows % max(shards, jax.process_count()):
-      raise ValueError(f"{what} = {rows} rows must be divisible by the mesh's batch shards "
-                       f"({shards} = data x fsdp) and the {jax.process_count()} processes")
 
 
 def _gold_reward(gold_reward, rollout) -> float:
@@ -127,96 +106,33 @@ def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_r
   return (state if mesh is None else on_mesh(state, mesh)), metrics
 
 
+def _prepare(run: RunConfig, config, mesh) -> dict:
+  """The reward model (on the mesh) and, on the synthetic task, the gold reward."""
+  rm_config, rm_params = setup.load_reward_model(run.online.reward_model)
+  gold = setup.synthetic_task(run).gold_reward if run.data.source == "synthetic" else None
+  return {"rm": (rm_config, shard_params(rm_params, mesh)), "gold": gold}
+
+
+def _update_batches(run: RunConfig) -> list[tuple[str, int]]:
+  spec = run.ppo
+  return [("ppo.rollout_batch_size", spec.rollout_batch_size),
+          ("a minibatch (ppo.rollout_batch_size / ppo.num_minibatches)",
+           spec.rollout_batch_size // spec.num_minibatches)]
+
+
+PPO = OnlineAlgorithm(
+    name="ppo", prompts_per_iteration=lambda run: run.ppo.rollout_batch_size,
+    max_new_tokens=lambda run: run.ppo.max_new_tokens, update_batches=_update_batches,
+    prepare=_prepare, init_state=init_ppo_state,
+    iteration=lambda run, config, context, state, prompts, mesh: ppo_iteration(
+        run, config, context["rm"], state, prompts, context["gold"], mesh))
+
+
 def prompt_iterator(run: RunConfig, rows) -> D.BatchIterator:
-  """This process's slices of the global prompt batches, left-padded to the bucket of each
-  batch's longest prompt (default buckets), not the prompt budget: the sampler and the
-  updates run at the data's length (one compile per bucket)."""
-  return D.BatchIterator(rows, run.ppo.rollout_batch_size, seed=run.seed,
-                         process_index=jax.process_index(), process_count=jax.process_count())
+  """PPO's prompt batches (``online_loop.prompt_iterator`` at ``ppo.rollout_batch_size``)."""
+  return online_loop.prompt_iterator(run, rows, run.ppo.rollout_batch_size)
 
 
 def run_ppo(run: RunConfig, progress: bool = True, on_existing: str = "auto") -> dict:
-  """The PPO run; ``on_existing``, the NaN guard and SIGINT / SIGTERM as ``run_training``."""
-  with StopSignals() as stop:
-    return _run_ppo(run, progress, on_existing, stop)
-
-
-def _run_ppo(run: RunConfig, progress: bool, on_existing: str, stop) -> dict:
-  run = resolve_run(run)
-  validate_run(run)  # check_ppo_spec and the rest, before anything is built or written
-  check_compatibility(run)  # tokenizer, lengths, reference, reward model: configs only
-  initialize_distributed()
-  stop.install()  # SIGINT / SIGTERM from here on: a checkpoint, then Interrupted
-  mesh = make_mesh(run.mesh)
-  _check_batch_layout(run, mesh)
-  begin = run_dir.prepare(run, on_existing)
-  main = is_main_process()
-  if main:
-    print(begin.message)
-  if begin.mode == "complete":
-    return begin.saved_eval
-  if main:
-    save_config(run, os.path.join(run.output_dir, "config.yaml"), provenance(run))
-  spec = run.ppo
-  rows, report = setup.build_prompt_rows(run, "train", spec.max_new_tokens)
-  if main:
-    print(f"prompts: {report.summary() if report.num_rows else len(rows)}")
-    if isinstance(rows, D.MixedRows):
-      print(f"prompts: mixture {rows.describe()}")
-  config, policy = setup.load_policy(run, setup.vocab_overrides(run), place=param_placer(mesh))
-  rm_config, rm_params = setup.load_reward_model(run.online.reward_model)
-  rm = (rm_config, shard_params(rm_params, mesh))
-  state = init_ppo_state(run, config, policy, mesh)
-  prompts = prompt_iterator(run, rows)
-  gold = setup.synthetic_task(run).gold_reward if run.data.source == "synthetic" else None
-  # Always a checkpointer: checkpoint_every=0 still saves on SIGINT / SIGTERM.
-  checkpointer = Checkpointer(os.path.join(run.output_dir, "checkpoints"),
-                              save_every=run.loop.checkpoint_every,
-                              keep=run.loop.keep_checkpoints)
-  if begin.mode == "resume":
-    state, data_state = checkpointer.restore(state)
-    prompts.set_state(data_state)
-    truncate_log(run.output_dir, (checkpointer.restored_meta or {}).get("metrics_offset"))
-  start = int(to_host(state.extras["iteration"]))
-  logger = MetricsLogger(run.output_dir, run.loop.steps, start, progress=progress,
-                         description="ppo")
-  try:
-    state, metrics = _ppo_loop(run, config, rm, state, prompts, gold, mesh, start,
-                               checkpointer, logger, stop)
-  finally:
-    logger.close()
-    checkpointer.close()
-  policy_params = to_host(state.params["policy"])  # every process joins the gather
-  if main:
-    setup.save_run_model(run, os.path.join(run.output_dir, "model"), config, policy_params)
-    dump_json(metrics, os.path.join(run.output_dir, "eval.json"))  # strict JSON
-  return metrics
-
-
-def _ppo_loop(run: RunConfig, config, rm, state, prompts, gold, mesh, start: int, checkpointer,
-              logger, stop):
-  """Iterations ``start..loop.steps``: the NaN guard after each, checkpoints on the cadence,
-  at the end and on SIGINT / SIGTERM (then ``Interrupted``). Returns (state, last metrics)."""
-  guard = NanGuard(run.output_dir, checkpointer.latest_step)
-  schedule = learning_rate_schedule(run.optimizer)
-  every, steps, metrics = run.loop.checkpoint_every, run.loop.steps, {}
-  stop.armed = True
-  for iteration in range(start, steps):
-    batch = next(prompts)
-    state, metrics = ppo_iteration(run, config, rm, state, batch, gold, mesh)
-    done = iteration + 1
-    metrics["train/learning_rate"] = float(schedule(int(to_host(state.step)) - 1))
-    guard.check_metrics(done, metrics, batch)
-    if done == steps or done % run.loop.log_every == 0:
-      logger.log(done, metrics)
-    interrupted = stop.requested or checkpointer.reached_preemption(done)
-    if (every and (done % every == 0 or done == steps)) or interrupted:
-      guard.check_params(done, state.params)
-      checkpointer.save(done, state, prompts.get_state(), force=True,
-                        meta={"metrics_offset": logger.offset})
-    logger.advance()
-    if interrupted:
-      checkpointer.wait()
-      raise Interrupted(stop.signum or signal.SIGTERM, done, True)
-  guard.check_params(steps, state.params)
-  return state, metrics
+  """The PPO run (``online_loop.run_online``)."""
+  return online_loop.run_online(run, PPO, progress, on_existing)
