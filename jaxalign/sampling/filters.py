@@ -47,3 +47,33 @@ def sampling_logits(logits: jax.Array, temperature, top_k: int, top_p, use_top_p
   """The logits of the distribution actually sampled from (float32, [B, V])."""
   logits = top_k_filter(apply_temperature(logits, temperature), top_k)
   return top_p_filter(logits, top_p) if use_top_p else logits
+
+
+def truncated_logprobs(logits: jax.Array, tokens: jax.Array, kept_counts: jax.Array,
+                       temperature=1.0, suppress_tokens: tuple[int, ...] = ()) -> jax.Array:
+  """Log-probs ``[..., T]`` of ``tokens`` under softmax(logits / T) restricted to the
+  ``kept_counts`` largest tempered logits of each position (the sampler's support).
+
+  ``logits [..., T, V]``, ``tokens [..., T]``, ``kept_counts [..., T]`` from
+  ``SampleOutput.kept_counts``. The support is every token whose tempered logit is at least
+  the ``kept_counts``-th largest (ties kept, as the sampler's top-k / top-p keep them), minus
+  ``suppress_tokens``, plus the token itself (so a sampled token at the boundary of a
+  slightly different logit vector, e.g. bf16 cache vs full pass, never scores -inf). A count
+  of 0 (padding) or of the whole vocabulary gives the plain tempered log-prob. The support is
+  chosen without a gradient; the log-prob is differentiable in the logits.
+  """
+  tempered = logits.astype(jnp.float32) / temperature  # [..., T, V]
+  if suppress_tokens:
+    tempered = tempered.at[..., jnp.asarray(suppress_tokens)].set(-jnp.inf)
+  V = tempered.shape[-1]
+  descending = jnp.sort(jax.lax.stop_gradient(tempered), axis=-1)[..., ::-1]
+  count = jnp.clip(kept_counts, 1, V)
+  threshold = jnp.take_along_axis(descending, (count - 1)[..., None], axis=-1)  # [..., T, 1]
+  target = jax.nn.one_hot(tokens, V, dtype=bool)
+  keep = (tempered >= threshold) | target
+  keep = jnp.where((kept_counts == 0)[..., None], True, keep)
+  if suppress_tokens:
+    keep = keep & (jnp.isfinite(tempered) | target)
+  masked = jnp.where(keep, tempered, -jnp.inf)
+  picked = jnp.take_along_axis(tempered, tokens[..., None], axis=-1)[..., 0]
+  return picked - jax.nn.logsumexp(masked, axis=-1)

@@ -30,7 +30,13 @@ class SampleOutput:
   lengths:            [B] number of real new tokens.
   sequence:           [B, P + T_new] prompt then response (None unless asked for).
   sequence_mask:      [B, P + T_new] attention mask of ``sequence``.
-  All log-probs are exactly 0 where ``response_mask`` is 0.
+  kept_counts:        [B, T_new] int32, how many tokens the sampling distribution kept at
+                      each step (after suppress_tokens / top-k / top-p; ties at a cut-off
+                      count); 0 on padding. ``filters.truncated_logprobs`` recomputes
+                      ``sampling_logprobs`` from any logits with it: the trainer's log-probs
+                      then live on the support the sampler drew from.
+  All log-probs are exactly 0 where ``response_mask`` is 0. With ``num_samples = G`` every
+  array has ``B * G`` rows, prompt-major (row ``b * G + g`` is sample g of prompt b).
 
   Greedy (temperature 0): ``tempered_logprobs`` equals ``logprobs``, the raw temperature-1
   log-prob of the argmax token (no T -> 0 limit is taken). ``sampling_logprobs`` is that
@@ -47,6 +53,7 @@ class SampleOutput:
   lengths: jax.Array
   sequence: jax.Array | None = None
   sequence_mask: jax.Array | None = None
+  kept_counts: jax.Array | None = None
 
 
 def _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperature, top_k,
@@ -110,7 +117,7 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
              max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_id: int | None = None, pad_id: int = 0,
              return_sequence: bool = False, early_exit: bool = True,
-             suppress_tokens: tuple[int, ...] = ()) -> SampleOutput:
+             suppress_tokens: tuple[int, ...] = (), num_samples: int = 1) -> SampleOutput:
   """Samples ``max_new_tokens`` tokens after left-padded prompts.
 
   Args:
@@ -125,6 +132,9 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
     suppress_tokens: ids never sampled (e.g. pad or BOS), like transformers'
       ``suppress_tokens``; they leave the sampling distribution (``sampling_logprobs``) but
       ``logprobs`` / ``tempered_logprobs`` stay those of the unrestricted policy.
+    num_samples: G samples per prompt from ONE prefill: the prompts' KV cache is computed
+      once and repeated G times before decoding (GRPO / RLOO groups, best-of-n). Rows come
+      out prompt-major.
 
   Returns a ``SampleOutput``. At temperature 0 its ``logprobs`` and ``tempered_logprobs``
   are both the raw (temperature 1) log-probs of the argmax tokens, and
@@ -137,6 +147,8 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
     raise ValueError(f"suppress_tokens {suppress_tokens} outside the vocabulary "
                      f"[0, {config.vocab_size})")
   _check_inputs(config, prompt_tokens, prompt_mask, max_new_tokens, temperature, top_k, top_p)
+  if num_samples < 1:
+    raise ValueError(f"num_samples must be >= 1, got {num_samples}")
   greedy = temperature == 0
   return _generate(config, params, jnp.asarray(prompt_tokens, jnp.int32),
                    jnp.asarray(prompt_mask, jnp.int32), rng,
@@ -144,20 +156,33 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
                    max_new_tokens=max_new_tokens, greedy=greedy, top_k=int(top_k),
                    use_top_p=top_p < 1.0, eos_id=eos_id, pad_id=int(pad_id),
                    return_sequence=return_sequence, early_exit=early_exit and eos_id is not None,
-                   suppress_tokens=tuple(int(t) for t in suppress_tokens))
+                   suppress_tokens=tuple(int(t) for t in suppress_tokens),
+                   num_samples=int(num_samples))
+
+
+def _repeat_rows(tree, times: int):
+  """Every batch-major leaf repeated ``times`` along axis 0 (row b -> rows b*G .. b*G+G-1);
+  scalars (the cache's write index) stay."""
+  if times == 1:
+    return tree
+  return jax.tree_util.tree_map(lambda x: jnp.repeat(x, times, axis=0) if x.ndim else x, tree)
 
 
 @functools.partial(jax.jit, static_argnames=(
     "config", "max_new_tokens", "greedy", "top_k", "use_top_p", "eos_id", "pad_id",
-    "return_sequence", "early_exit", "suppress_tokens"))
+    "return_sequence", "early_exit", "suppress_tokens", "num_samples"))
 def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_p, *,
               max_new_tokens, greedy, top_k, use_top_p, eos_id, pad_id, return_sequence,
-              early_exit=False, suppress_tokens=()):
+              early_exit=False, suppress_tokens=(), num_samples=1):
   model = Transformer(config)
   B, P = prompt_tokens.shape
   cache = init_cache(config, B, P + max_new_tokens - 1)
   logits, cache = model.apply({"params": params}, prompt_tokens, attention_mask=prompt_mask,
                               cache=cache)
+  # One prefill per prompt; its cache, last logits and prompt repeated for the G samples.
+  cache, logits, prompt_tokens, prompt_mask = _repeat_rows(
+      (cache, logits[:, -1:], prompt_tokens, prompt_mask), num_samples)
+  B = B * num_samples
 
   def suppress(logits_bv):
     if not suppress_tokens:
@@ -182,7 +207,8 @@ def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_
                                 jnp.take_along_axis(lp, token[:, None], axis=-1)[:, 0])
     now_done = done if eos_id is None else done | (token == eos_id)
     live = (~done).astype(jnp.float32)
-    return token, (pick(raw), pick(tempered), pick(sampled), live), now_done
+    kept = jnp.where(done, 0.0, jnp.sum(jnp.isfinite(sampled), axis=-1).astype(jnp.float32))
+    return token, (pick(raw), pick(tempered), pick(sampled), live, kept), now_done
 
   def step(carry, key):
     cache, last_logits, done = carry
@@ -202,11 +228,11 @@ def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_
     last_token, last_record, _ = choose(last_logits, keys[-1], done)
     columns = [jnp.concatenate([r, l[None]], axis=0)
                for r, l in zip((tokens,) + records, (last_token,) + last_record)]
-  tokens, logps, tempered, sampled, live = (c.T for c in columns)  # each [B, T_new]
+  tokens, logps, tempered, sampled, live, kept = (c.T for c in columns)  # each [B, T_new]
   response_mask = live.astype(jnp.int32)
   out = SampleOutput(tokens=tokens, logprobs=logps, tempered_logprobs=tempered,
                      sampling_logprobs=sampled, response_mask=response_mask,
-                     lengths=response_mask.sum(axis=1))
+                     lengths=response_mask.sum(axis=1), kept_counts=kept.astype(jnp.int32))
   if return_sequence:
     out = out.replace(sequence=jnp.concatenate([prompt_tokens, tokens], axis=1),
                       sequence_mask=jnp.concatenate([prompt_mask, response_mask], axis=1))
@@ -218,11 +244,11 @@ def _decode_until_done(step, choose, cache, logits, done, keys, pad_id):
 
   Same keys, same tokens as the scan; columns after the exit keep ``pad_id`` and zero
   log-probs, exactly what the scan writes for finished rows. Returns [T_new, B] columns
-  (tokens, logprobs, tempered, sampled, live).
+  (tokens, logprobs, tempered, sampled, live, kept).
   """
   T, B = keys.shape[0], done.shape[0]
   columns = (jnp.full((T, B), pad_id, jnp.int32),) + tuple(
-      jnp.zeros((T, B), jnp.float32) for _ in range(4))
+      jnp.zeros((T, B), jnp.float32) for _ in range(5))
 
   def write(columns, i, values):
     return tuple(c.at[i].set(v.astype(c.dtype)) for c, v in zip(columns, values))
