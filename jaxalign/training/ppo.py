@@ -40,6 +40,8 @@ class PPOSpec:
   rollout_batch_size: int = 64     # prompts per iteration
   max_new_tokens: int = 24
   temperature: float = 1.0         # sampling, the ratio's log-probs and the KL penalty (> 0)
+  top_k: int = 0                   # sampler truncation (0: off); the trainer scores on the
+  top_p: float = 1.0               # same support (kept_counts), so the first ratio is 1
   epochs: int = 2                  # passes over each rollout
   num_minibatches: int = 2
   clip_eps: float = 0.2
@@ -73,6 +75,7 @@ class Experience:
   old_values: jax.Array   # [B, N]
   advantages: jax.Array   # [B, N]
   returns: jax.Array      # [B, N]
+  kept_counts: jax.Array | None = None  # [B, N] the sampler's support (top-k / top-p)
 
 
 def check_ppo_spec(spec: PPOSpec, micro_batches: int = 1) -> None:
@@ -80,6 +83,9 @@ def check_ppo_spec(spec: PPOSpec, micro_batches: int = 1) -> None:
   if not spec.temperature > 0:
     raise ValueError(f"ppo.temperature must be > 0 (PPO samples and scores at it; 0 would "
                      f"be greedy, whose log-probs are not a policy's), got {spec.temperature}")
+  if spec.top_k < 0 or not 0 < spec.top_p <= 1:
+    raise ValueError(f"ppo.top_k must be >= 0 and ppo.top_p in (0, 1], got {spec.top_k} and "
+                     f"{spec.top_p}")
   if spec.kl_estimator not in ("k1", "k3"):
     raise ValueError(f"ppo.kl_estimator must be 'k1' or 'k3', got {spec.kl_estimator!r}")
   if not 0.0 <= spec.ref_ema <= 1.0:
@@ -134,7 +140,8 @@ def make_experience(config: TransformerConfig, rm_config: TransformerConfig, spe
   if spec.reward_clip is not None:
     scores = jnp.clip(scores, -spec.reward_clip, spec.reward_clip)
   logps, _, values = policy_value_outputs(config, params, rollout.sequence,
-                                          rollout.sequence_mask, P, spec.temperature)
+                                          rollout.sequence_mask, P, spec.temperature,
+                                          rollout.kept_counts)
   ref_logps = response_logps(config, ref_params, rollout.sequence, rollout.sequence_mask, P,
                              spec.temperature)
   rewards, metrics = kl_penalized_rewards(
@@ -153,14 +160,16 @@ def make_experience(config: TransformerConfig, rm_config: TransformerConfig, spe
       "rollout/advantage_mean": masked_mean(advantages, mask),
       "ppo/explained_variance": explained_variance(values, returns, mask)})
   experience = Experience(rollout.sequence, rollout.sequence_mask, mask,
-                          jax.lax.stop_gradient(logps), values, advantages, returns)
+                          jax.lax.stop_gradient(logps), values, advantages, returns,
+                          rollout.kept_counts)
   return experience, scores, metrics
 
 
 def ppo_loss(config: TransformerConfig, spec: PPOSpec, params, batch: Experience, denominator):
   P = batch.sequence.shape[1] - batch.response_mask.shape[1]
   logps, entropies, values = policy_value_outputs(config, params, batch.sequence,
-                                                  batch.sequence_mask, P, spec.temperature)
+                                                  batch.sequence_mask, P, spec.temperature,
+                                                  batch.kept_counts)
   mask = batch.response_mask
   policy, policy_metrics = ppo_policy_loss(logps, batch.old_logps, batch.advantages, mask,
                                            clip_eps=spec.clip_eps, dual_clip=spec.dual_clip,

@@ -81,7 +81,8 @@ def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_r
   rng = np.asarray(jax.random.fold_in(to_host(state.rng), iteration))
   rollout = sample_rollout(config, state.params["policy"], tokens, prompt_mask,
                            jax.random.fold_in(rng, 0), max_new_tokens=spec.max_new_tokens,
-                           temperature=spec.temperature, eos_id=config.eos_token_id)
+                           temperature=spec.temperature, eos_id=config.eos_token_id,
+                           top_k=spec.top_k, top_p=spec.top_p)
   experience, _, metrics = make_experience(config, rm_config, spec, state.params,
                                            state.ref_params, rm_params, rollout,
                                            state.extras["kl_coef"])

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxalign.models import ScalarHead, Transformer, TransformerConfig, ValueModel
 from jaxalign.ops import entropy_from_logits, token_logprobs
-from jaxalign.sampling import generate
+from jaxalign.sampling import generate, truncated_logprobs
 
 
 @flax.struct.dataclass
@@ -31,6 +31,7 @@ class Rollout:
   # The trainers recompute the log-probs they use with a training-layout forward pass
   # (``response_logps``, ``policy_value_outputs``); these two measure the gap.
   has_eos: jax.Array           # [B]
+  kept_counts: jax.Array | None = None  # [B, N] the sampler's support size (top-k / top-p)
 
 
 def response_logits(config: TransformerConfig, params, sequence, sequence_mask, P: int,
@@ -50,16 +51,28 @@ def response_logps(config, params, sequence, sequence_mask, P: int, temperature:
   return token_logprobs(logits, sequence[:, P:], temperature)
 
 
-def policy_value_outputs(config, params, sequence, sequence_mask, P: int, temperature: float):
-  """(log-probs at ``temperature``, entropies, values), each ``[B, N]``.
+def policy_logps(logits, targets, temperature: float, kept_counts=None):
+  """``[B, N]`` log-probs of the sampled ``targets`` under the distribution the sampler drew
+  from: softmax(logits / T), restricted to the sampler's support when ``kept_counts`` (from
+  a top-k / top-p rollout) is given, so the ratio's old and new log-probs and the sampler's
+  agree on one support."""
+  if kept_counts is None:
+    return token_logprobs(logits, targets, temperature)
+  return truncated_logprobs(logits, targets, kept_counts, temperature)
+
+
+def policy_value_outputs(config, params, sequence, sequence_mask, P: int, temperature: float,
+                         kept_counts=None):
+  """(log-probs at ``temperature`` on the sampler's support, entropies, values), ``[B, N]``.
 
   ``params = {"policy": ..., "value": ...}``; the value is a head on the policy's backbone
   when ``params["value"]`` holds only ``{"head": ...}``, else a separate ``ValueModel``.
+  The entropy is that of the whole tempered distribution.
   """
   shared = set(params["value"]) == {"head"}
   logits, hidden = response_logits(config, params["policy"], sequence, sequence_mask, P,
                                    return_hidden=True)
-  logps = token_logprobs(logits, sequence[:, P:], temperature)
+  logps = policy_logps(logits, sequence[:, P:], temperature, kept_counts)
   entropies = entropy_from_logits(logits, temperature)
   if shared:
     values = ScalarHead(zero_init=True).apply({"params": params["value"]["head"]}, hidden)
@@ -75,14 +88,21 @@ def _has_eos(tokens, response_mask, eos_id: int) -> jax.Array:
 
 
 def sample_rollout(config: TransformerConfig, policy_params, prompt_tokens, prompt_mask, rng, *,
-                   max_new_tokens: int, temperature: float, eos_id: int,
-                   pad_id: int = 0) -> Rollout:
-  """Samples one response per prompt with the compiled sampler."""
+                   max_new_tokens: int, temperature: float, eos_id: int, pad_id: int = 0,
+                   top_k: int = 0, top_p: float = 1.0, num_samples: int = 1) -> Rollout:
+  """Samples ``num_samples`` responses per prompt with the compiled sampler (one prefill per
+  prompt; rows prompt-major). With top-k / top-p the rollout keeps the sampler's support
+  (``kept_counts``) and ``sampler_logps`` are the log-probs of the truncated distribution."""
   out = generate(config, policy_params, prompt_tokens, prompt_mask, rng,
                  max_new_tokens=max_new_tokens, temperature=temperature, eos_id=eos_id,
-                 pad_id=pad_id, return_sequence=True)
+                 pad_id=pad_id, return_sequence=True, top_k=top_k, top_p=top_p,
+                 num_samples=num_samples)
+  truncated = top_k > 0 or top_p < 1.0
   has_eos = _has_eos(out.tokens, out.response_mask, eos_id)
-  return Rollout(prompt_tokens=jnp.asarray(prompt_tokens), prompt_mask=jnp.asarray(prompt_mask),
+  P = out.sequence.shape[1] - out.tokens.shape[1]
+  return Rollout(prompt_tokens=out.sequence[:, :P], prompt_mask=out.sequence_mask[:, :P],
                  sequence=out.sequence, sequence_mask=out.sequence_mask,
-                 response_mask=out.response_mask, sampler_logps=out.tempered_logprobs,
-                 policy_logps=out.logprobs, has_eos=has_eos)
+                 response_mask=out.response_mask,
+                 sampler_logps=out.sampling_logprobs if truncated else out.tempered_logprobs,
+                 policy_logps=out.logprobs, has_eos=has_eos,
+                 kept_counts=out.kept_counts if truncated else None)

@@ -199,3 +199,35 @@ def test_bad_ppo_settings_exit_2_before_any_work(tmp_path, setting, key):
   assert result.returncode == 2, result.stderr
   assert key in result.stderr and result.stderr.count("\n") == 1, result.stderr
   assert not out.exists()
+
+
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_top_k_top_p_rollout_is_scored_on_the_samplers_support(sft_and_rm, tmp_path,
+                                                                compute_dtype):
+  run = _run(tmp_path, f"model.compute_dtype={compute_dtype}", "ppo.temperature=0.9",
+             "ppo.top_k=20", "ppo.top_p=0.9")
+  config, policy = setup.load_policy(run, setup.vocab_overrides(run))
+  policy = jax.tree_util.tree_map(lambda x: 3.0 * x if x.ndim > 1 else x, policy)
+  state = init_ppo_state(run, config, policy)
+  rm = setup.load_reward_model(sft_and_rm["rm"])
+  prompts = _prompts(run)
+  rollout = sample_rollout(config, policy, prompts.tokens, prompts.attention_mask,
+                           jax.random.PRNGKey(0), max_new_tokens=run.ppo.max_new_tokens,
+                           temperature=0.9, eos_id=config.eos_token_id, top_k=20, top_p=0.9)
+  live = np.asarray(rollout.response_mask) > 0
+  assert np.asarray(rollout.kept_counts)[live].max() <= 20
+  assert np.asarray(rollout.kept_counts)[live].min() < 20  # top-p cuts further
+  experience, _, metrics = make_experience(config, rm[0], run.ppo, state.params,
+                                           state.ref_params, rm[1], rollout,
+                                           state.extras["kl_coef"])
+  if compute_dtype == "float32":  # the trainer's truncated log-probs are the sampler's
+    assert float(metrics["rollout/logprob_mismatch_max"]) < 1e-5, metrics
+  # Scoring on the full support instead (what a trainer that ignores the truncation does)
+  # is far from the sampler: the first ratio would not be 1.
+  full = _sequence_logps(config, policy, rollout, 0.9)
+  truncated = np.asarray((experience.old_logps * rollout.response_mask).sum(axis=1))
+  assert np.max(np.abs(full - truncated)) > 0.05
+  _, history = ppo_update(config, run.ppo, state, experience, jax.random.PRNGKey(1))
+  first = {k: float(v) for k, v in history[0].items()}
+  assert abs(first["ppo/ratio_mean"] - 1.0) < 1e-6, first
+  assert first["ppo/clip_fraction"] == 0.0, first
