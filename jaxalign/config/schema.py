@@ -59,6 +59,12 @@ class DataSpec:
   num_eval: int = 256
   sample_temperature: float = 1.0  # temperature of the responses in the preference pairs
   label_beta: float = math.inf     # Bradley-Terry sharpness of gold labels (inf: noiseless)
+  prompt_shift: float = 0.0        # prompts (every row, online prompts too) from another region
+  #   of the language: a logit bonus for the upper half of the content vocabulary
+  response_shift: float = 0.0      # responses (SFT rows, preference pairs) from another policy:
+  #   (1 - s) * source + s * alternate chain logits, s in [0, 1]
+  sft_on_chosen: bool = False      # task=sft: the chosen responses of the preference pairs that
+  #   task=dpo / rm get with the same data.* keys (as a preference file does), not SFT rows
 
   def __post_init__(self):
     paths, weights = _data_files(self.train_file, self.train_weights, "data.train_file")
@@ -195,6 +201,8 @@ class OnlineSpec:
   prompts_per_refresh: int = 64
   max_new_tokens: int = 24
   temperature: float = 1.0         # > 0 (at 0 every pair would be a tie)
+  top_k: int = 0                   # sampler truncation of the refresh samples (0: off)
+  top_p: float = 1.0               # (the DPO loss scores pairs at T = 1, untruncated)
   reference: Literal["fixed", "previous_iterate", "ema"] = "fixed"
   reference_ema: float = 0.1       # a in ref <- (1 - a) ref + a policy (kept in float32)
   rm_refresh_every: int = 0        # refreshes between reward-model retraining (0: frozen)

@@ -81,6 +81,9 @@ def _check_sampling(run: RunConfig) -> None:
     raise ValueError(f"online.temperature must be a positive finite number, got "
                      f"{online.temperature} (at 0 every sample of a prompt is the same "
                      f"response, so every pair is a tie)")
+  if online.top_k < 0 or not 0 < online.top_p <= 1:
+    raise ValueError(f"online.top_k must be >= 0 and online.top_p in (0, 1], got "
+                     f"{online.top_k} and {online.top_p}")
   _check_enough_pairs(run, "online.prompts_per_refresh", online.prompts_per_refresh)
 
 
@@ -285,7 +288,8 @@ class OnlineRefresher:
                                            np.repeat(prompts.attention_mask, k, axis=0))
     out = generate(self.config, params, tokens, mask, jax.random.fold_in(rng, 1),
                    max_new_tokens=self.run.online.max_new_tokens,
-                   temperature=self.run.online.temperature, eos_id=self.config.eos_token_id,
+                   temperature=self.run.online.temperature, top_k=self.run.online.top_k,
+                   top_p=self.run.online.top_p, eos_id=self.config.eos_token_id,
                    pad_id=self.prompt_rows.pad_id)
     tokens, masks = to_host((out.tokens, out.response_mask))
     return prompts, tokens[:n], masks[:n]
