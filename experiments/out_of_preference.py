@@ -16,11 +16,16 @@ test set of states, ``pi*`` the greedy policy on ``r*``; mean and standard error
 The paper's claim: DPO > RMB-PO >= RMB-PO+ in gap (their neural-bandit numbers, as quoted in
 issue 8: 0.435, 0.323, 0.197 / 0.192 / 0.186).
 
-Our choices where the reference code differs (docs/reproductions.md): the library's Adam with
-the same full-batch step budget for every method (the reference code uses AdaGrad-norm steps
-for the linear bandit and a minibatch epoch count that gives RMB-PO+ more steps), a reward
-model fit with Adam instead of cvxpy, and DPO on log-probabilities (the reference neural DPO
-takes ``distributions[...]``, probabilities, where its names say log-probs).
+Budgets (docs/reproductions.md): the library's Adam with the same full-batch step budget for
+every method ("linear", "neural, equal budget"), or the reference code's own optimisation:
+for the linear bandit ("linear, reference-code budget"; experiments/run_linear_bandit.py and
+scripts/run_linear_bandit.sh there) 200 DPO and 1,000 policy-gradient iterations, full batch,
+each with the AdaGrad-norm step ``x <- x - g_t / sqrt(sum_{s<=t} ||g_s||^2)``
+(``--dpo_adaptive --pg_adaptive``, ada_coef 1), and the reward model's exact logistic MLE
+(cvxpy / ECOS there, Newton's method here); for the neural bandit ("neural, reference-code
+budget") 20 reward-model steps and 50 epochs of minibatches of 64, which give RMB-PO+ more
+steps. DPO is on log-probabilities everywhere (the reference neural DPO takes
+``distributions[...]``, probabilities, where its names say log-probs).
 
 Run: ``python -m experiments.out_of_preference`` (``--quick`` for the reduced test setting).
 """
@@ -34,6 +39,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from experiments import _linear_bandit, _neural_bandit
 from experiments._common import (adam, cli_main, fit, format_table,
@@ -48,9 +54,12 @@ CLASS_OPTIMUM_STATES = 1000
 class Setting:
   """One bandit and one training budget.
 
-  ``policy_epochs=None``: every policy gets ``policy_steps`` full-batch steps. Otherwise the
-  reference code's budget: ``policy_epochs`` passes over the training states in minibatches
-  of ``batch_size``, so a method with more states (RMB-PO+) also gets more steps.
+  ``policy_epochs=None``: every policy gets ``policy_steps`` full-batch steps (DPO:
+  ``dpo_steps`` when set). Otherwise the reference code's neural budget: ``policy_epochs``
+  passes over the training states in minibatches of ``batch_size``, so a method with more
+  states (RMB-PO+) also gets more steps. ``optimizer="adagrad_norm"`` is the reference code's
+  linear-bandit step rule (``adagrad_norm``, learning rates unused); ``reward_model_fit=
+  "exact"`` fits the (convex, linear) reward model to its logistic MLE by Newton's method.
   """
   name: str
   bandit: str
@@ -68,6 +77,11 @@ class Setting:
   reward_model_lr: float = 1e-3
   policy_lr: float = 1e-3
   num_test_states: int = 10_000
+  optimizer: str = "adam"  # or "adagrad_norm" (the reference code's linear-bandit rule)
+  ada_coef: float = 1.0  # adagrad_norm's step coefficient (the reference code's default)
+  dpo_steps: int | None = None  # DPO's full-batch steps; None: policy_steps
+  reward_model_fit: str = "adam"  # or "exact": Newton's method to the logistic MLE
+  newton_steps: int = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +89,9 @@ class Config:
   settings: tuple[Setting, ...] = (
       Setting("linear", "linear", 20, (0.5, 10.0), reward_model_lr=0.1, policy_lr=0.1,
               policy_steps=5000),
+      Setting("linear, reference-code budget", "linear", 20, (0.5, 10.0),
+              optimizer="adagrad_norm", dpo_steps=200, policy_steps=1000,
+              reward_model_fit="exact", record_every=20),
       Setting("neural, equal budget", "neural", 50, (0.5, 2.0, 5.0, 10.0),
               reward_model_steps=300, policy_steps=500, num_test_states=5000),
       Setting("neural, reference-code budget", "neural", 50, (0.5, 2.0, 5.0, 10.0),
@@ -86,6 +103,11 @@ class Config:
 
 
 QUICK = Config(settings=(
+    Setting("linear", "linear", 20, (10.0,), reward_model_lr=0.1, policy_lr=0.1,
+            policy_steps=5000, record_every=250, class_optimum=False),
+    Setting("linear, reference-code budget", "linear", 20, (10.0,), optimizer="adagrad_norm",
+            dpo_steps=200, policy_steps=1000, reward_model_fit="exact", record_every=100,
+            class_optimum=False),
     Setting("neural, reference-code budget", "neural", 50, (2.0,), reward_model_steps=20,
             policy_epochs=50, num_test_states=1000, class_optimum=False,
             step_control=False),),
@@ -121,6 +143,50 @@ def preference_pairs(bandit, key, num: int):
   return (states, jnp.where(first_wins, first, second), jnp.where(first_wins, second, first))
 
 
+def adagrad_norm(coef: float) -> optax.GradientTransformation:
+  """The reference code's linear-bandit step rule (``is_adaptive``): one scalar accumulator
+  over all parameters, ``x <- x - coef * g_t / sqrt(sum_{s<=t} ||g_s||^2)`` (AdaGrad-norm)."""
+
+  def init(params):
+    del params
+    return jnp.zeros([], jnp.float32)
+
+  def update(grads, total, params=None):
+    del params
+    total = total + sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads))
+    scale = -coef / jnp.sqrt(total)
+    return jax.tree_util.tree_map(lambda g: scale * g, grads), total
+
+  return optax.GradientTransformation(init, update)
+
+
+def optimizer_for(setting: Setting, learning_rate: float) -> optax.GradientTransformation:
+  if setting.optimizer == "adagrad_norm":
+    return adagrad_norm(setting.ada_coef)
+  if setting.optimizer != "adam":
+    raise ValueError(f"unknown optimizer {setting.optimizer!r}: adam or adagrad_norm")
+  return adam(learning_rate)
+
+
+def newton_minimize(loss_fn, params, steps: int):
+  """``steps`` Newton steps with a backtracking (Armijo) line search on a smooth convex
+  ``loss_fn`` of a parameter vector: its minimiser when one exists (the logistic MLE of the
+  reference code's cvxpy solve). Returns ``(params, gradient norm at the end)``."""
+  halvings = 0.5 ** jnp.arange(40)
+
+  def step(x, _):
+    value, gradient = jax.value_and_grad(loss_fn)(x)
+    hessian = jax.hessian(loss_fn)(x)
+    direction = -jnp.linalg.solve(hessian + 1e-12 * jnp.eye(x.shape[0]), gradient)
+    trials = jax.vmap(lambda t: loss_fn(x + t * direction))(halvings)
+    good = trials <= value + 1e-4 * halvings * (gradient @ direction)
+    t = jnp.where(good.any(), halvings[jnp.argmax(good)], 0.0)
+    return x + t * direction, None
+
+  params = jax.lax.scan(step, params, None, length=steps)[0]
+  return params, jnp.linalg.norm(jax.grad(loss_fn)(params))
+
+
 def pair_values(table, chosen, rejected):
   """``table [n, A]`` at the chosen and at the rejected action of each pair: two ``[n]``."""
   rows = jnp.arange(table.shape[0])
@@ -128,18 +194,20 @@ def pair_values(table, chosen, rejected):
 
 
 def train_policy(objective, start, setting: Setting, num_states: int, key, record_fn,
-                 budget_states: int | None = None):
+                 budget_states: int | None = None, steps: int | None = None):
   """Optimise ``objective(params, rows)`` (``rows``: indices of the training states).
 
-  In the epoch budget the step count is that of ``budget_states`` states (default: the
-  training states). Returns ``(params, curve)``: ``record_fn(params)`` every ``record_every``
-  steps in the full-batch budget, ``None`` in the epoch budget.
+  In the full-batch budget ``steps`` steps (default ``policy_steps``); in the epoch budget the
+  step count is that of ``budget_states`` states (default: the training states). Returns
+  ``(params, curve)``: ``record_fn(params)`` every ``record_every`` steps in the full-batch
+  budget, ``None`` in the epoch budget.
   """
-  optimizer = adam(setting.policy_lr)
+  optimizer = optimizer_for(setting, setting.policy_lr)
   if setting.policy_epochs is None:
     full = jnp.arange(num_states)
     return fit(lambda params, _: objective(params, full), start, optimizer,
-               setting.policy_steps, record_fn=record_fn, record_every=setting.record_every)
+               steps or setting.policy_steps, record_fn=record_fn,
+               record_every=setting.record_every)
   batch = min(setting.batch_size, num_states)
   steps = setting.policy_epochs * -(-(budget_states or num_states) // setting.batch_size)
   minibatch = lambda step_key: jax.random.permutation(step_key, num_states)[:batch]
@@ -164,18 +232,28 @@ def run_seed(key, setting: Setting) -> dict:
   gap_of = lambda p, n=None: optimality_gap(bandit.policy_logps(p, test_states[:n]),
                                            test_rewards[:n])
   curve_gap = lambda p: gap_of(p, setting.num_curve_states)
-  train = lambda objective, num, budget=None: train_policy(objective, start, setting, num,
-                                                          order_key, curve_gap, budget)
+  train = lambda objective, num, budget=None, steps=None: train_policy(
+      objective, start, setting, num, order_key, curve_gap, budget, steps)
 
   dpo = lambda params, rows: dpo_loss(
       *pair_values(bandit.policy_logps(params, states[rows]), chosen[rows], rejected[rows]),
       beta=setting.beta, reference_free=True)[0]
-  policies = {"DPO": train(dpo, setting.num_pairs)}
+  policies = {"DPO": train(dpo, setting.num_pairs, steps=setting.dpo_steps)}
+  if setting.dpo_steps and setting.dpo_steps != setting.policy_steps and setting.step_control:
+    policies[f"DPO, {setting.policy_steps} steps"] = train(dpo, setting.num_pairs)
 
-  bt = lambda params, _: bradley_terry_loss(
+  bt = lambda params, _=None: bradley_terry_loss(
       *pair_values(bandit.scores(params, states), chosen, rejected))[0]
-  reward_model = fit(bt, bandit.init_reward_model(rm_key), adam(setting.reward_model_lr),
-                     setting.reward_model_steps)
+  extra_numbers = {}
+  if setting.reward_model_fit == "exact":
+    if setting.bandit != "linear":
+      raise ValueError("reward_model_fit='exact' needs the (convex) linear reward model")
+    reward_model, extra_numbers["reward model gradient norm"] = newton_minimize(
+        bt, bandit.init_reward_model(rm_key), setting.newton_steps)
+  else:
+    reward_model = fit(bt, bandit.init_reward_model(rm_key),
+                       optimizer_for(setting, setting.reward_model_lr),
+                       setting.reward_model_steps)
 
   def rmb_po(train_states, score=lambda x: bandit.scores(reward_model, x), budget=None):
     rewards = score(train_states)  # [S, A], fixed
@@ -202,7 +280,7 @@ def run_seed(key, setting: Setting) -> dict:
   gaps["greedy on reward model"] = jnp.mean(test_rewards.max(-1) - (greedy * test_rewards).sum(-1))
   gaps["uniform"] = jnp.mean(test_rewards.max(-1) - test_rewards.mean(-1))
   curves = {name: curve for name, (_, curve) in policies.items() if curve is not None}
-  return gaps, curves
+  return gaps, curves, extra_numbers
 
 
 def run_setting(setting: Setting, config: Config) -> dict:
@@ -210,8 +288,10 @@ def run_setting(setting: Setting, config: Config) -> dict:
   bandit_index = list(BANDITS).index(setting.bandit)
   keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), bandit_index),
                           config.num_seeds)
-  gaps, curves = jax.jit(jax.vmap(lambda key: run_seed(key, setting)))(keys)
+  gaps, curves, extra = jax.jit(jax.vmap(lambda key: run_seed(key, setting)))(keys)
   out = {"gaps": {}, "curves": {}}
+  for name, values in extra.items():  # e.g. the exact MLE's final gradient norm per seed
+    out[name] = {"max": float(np.max(values)), "seeds": np.asarray(values).tolist()}
   for name, values in gaps.items():
     mean, sem = mean_sem(values)
     out["gaps"][name] = {"mean": float(mean), "sem": float(sem),
@@ -223,9 +303,8 @@ def run_setting(setting: Setting, config: Config) -> dict:
                    "RMB-PO below DPO": seeds("RMB-PO", "DPO")}
   for name, values in curves.items():  # [seeds, records]
     mean, sem = mean_sem(values)
-    out["curves"][name] = {"mean": mean.tolist(), "sem": sem.tolist()}
-  if curves:
-    out["curves"]["steps"] = ((np.arange(len(mean)) + 1) * setting.record_every).tolist()
+    steps = ((np.arange(len(mean)) + 1) * setting.record_every).tolist()
+    out["curves"][name] = {"mean": mean.tolist(), "sem": sem.tolist(), "steps": steps}
   return out
 
 
@@ -234,7 +313,9 @@ REFERENCE_ROWS = ("uniform", "greedy on reward model", "best in class")
 
 
 def is_control(name: str) -> bool:
-  return name.startswith("RMB-PO, steps of")
+  """A row that changes only a method's step count (RMB-PO with RMB-PO+'s steps, DPO with the
+  policy gradient's)."""
+  return name.startswith("RMB-PO, steps of") or name.startswith("DPO, ")
 
 
 def ordered(gaps: dict) -> list[str]:
@@ -268,13 +349,15 @@ def plot(results: dict):
       ax.text(0.5, 0.5, "no curve: the methods run different step counts\n"
               "(minibatch epochs of the reference code)", ha="center", transform=ax.transAxes)
       continue
-    for name in [m for m in ordered(curves) if m != "steps"]:
+    for name in ordered(curves):
       mean, sem = np.asarray(curves[name]["mean"]), np.asarray(curves[name]["sem"])
       style = ":" if name == "best in class" else "-"
-      ax.plot(curves["steps"], mean, style, label=name)
-      ax.fill_between(curves["steps"], mean - sem, mean + sem, alpha=0.2)
+      steps = curves[name]["steps"]
+      ax.plot(steps, mean, style, label=name)
+      ax.fill_between(steps, mean - sem, mean + sem, alpha=0.2)
     ax.set_xscale("log")
-    ax.set_xlabel("policy optimisation step (Adam, full batch)")
+    rule = "AdaGrad-norm" if "reference-code" in setting else "Adam"
+    ax.set_xlabel(f"policy optimisation step ({rule}, full batch)")
     ax.set_ylabel("gap on held-out states")
     ax.legend(fontsize=8)
   figure.tight_layout()

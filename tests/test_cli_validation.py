@@ -49,6 +49,8 @@ CASES = [  # (task, overrides, what the message must contain)
     ("dpo", ["loss.beta=0"], ["loss.beta"]),
     ("dpo", ["loss.beta=-0.1"], ["loss.beta"]),
     ("dpo", ["data.sample_temperature=0"], ["data.sample_temperature"]),
+    ("dpo", ["data.response_shift=1.5"], ["data.response_shift", "[0, 1]"]),
+    ("dpo", ["data.sft_on_chosen=true"], ["data.sft_on_chosen", "task=sft"]),
     ("online-dpo", ["online.labeller=gold", "online.temperature=0"], ["online.temperature"]),
     ("online-dpo", ["online.labeller=gold", *FILES], ["online.labeller=gold",
                                                       "data.source=synthetic"]),

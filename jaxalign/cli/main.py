@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-REPRODUCTIONS = ("ipo_vs_dpo_bandit", "dpo_ood_drift", "out_of_preference")
+REPRODUCTIONS = ("ipo_vs_dpo_bandit", "dpo_ood_drift", "out_of_preference", "dpo_reference_shift",
+                 "implicit_vs_explicit_reward", "out_of_preference_lm")
 # XLA's memory-optimised CPU scheduler: ~19% lower peak memory for the DPO step at the same
 # speed (benchmarks/dpo_step.py); set before JAX starts unless the user chose a scheduler.
 CPU_SCHEDULER_FLAG = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest="command", required=True)
 
   train = commands.add_parser("train", help="train a policy or reward model")
-  train.add_argument("task", choices=["sft", "rm", "dpo", "ppo", "online-dpo"])
+  train.add_argument("task", choices=["sft", "rm", "dpo", "ppo", "online-dpo", "grpo", "rloo"])
   train.add_argument("--config", help="YAML or JSON run config")
   train.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -62,6 +63,8 @@ def _train(args) -> int:
   from jaxalign.training.ppo_run import run_ppo
   from jaxalign.training.runs import run_training
   overrides = [f"task={args.task}"] + args.overrides
+  if args.task == "rloo":  # the critic-free trainer with the leave-one-out baseline
+    overrides.insert(1, "grpo.advantage=rloo")
   if args.loss:
     if args.task not in ("dpo", "online-dpo"):
       raise ValueError("--loss applies to 'jaxalign train dpo|online-dpo' only")
@@ -76,7 +79,8 @@ def _train(args) -> int:
     return 0
   from jaxalign.cli.runtime import disable_tfds_progress
   disable_tfds_progress()
-  train_fn = run_ppo if run.task == "ppo" else run_training
+  from jaxalign.training.grpo_run import run_grpo
+  train_fn = {"ppo": run_ppo, "grpo": run_grpo, "rloo": run_grpo}.get(run.task, run_training)
   on_existing = "overwrite" if args.overwrite else "resume" if args.resume else "auto"
   result = train_fn(run, progress=not args.no_progress, on_existing=on_existing)
   print(" ".join(f"{k}={v:.4g}" for k, v in result.items()))

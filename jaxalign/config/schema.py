@@ -10,6 +10,7 @@ from jaxalign.config.loading import ConfigError
 from jaxalign.parallel.mesh import MeshConfig
 from jaxalign.training.loop import LoopConfig
 from jaxalign.training.optim import OptimizerConfig
+from jaxalign.training.grpo import GRPOSpec
 from jaxalign.training.ppo import PPOSpec
 from jaxalign.training.preference_losses import LOSS_DEFAULTS, loss_knobs
 
@@ -33,7 +34,8 @@ class DataSpec:
   of paths and ``{path, weight}`` entries; after construction it is a path or a tuple of
   paths, and the entries' weights are in ``train_weights``."""
 
-  source: Literal["synthetic", "files"] = "synthetic"
+  source: Literal["synthetic", "files", "verifiable"] = "synthetic"  # verifiable: problems with
+  #   exact answers (data/verifiable_task.py; the verifiable_* keys, task_seed, num_*)
   train_file: Any = None           # JSONL or Parquet (source=files); several: a list, mixed
   #   by train_weights or the entries' `weight` (else every row equally likely)
   eval_file: Any = None            # a path or a list of paths (concatenated)
@@ -65,6 +67,17 @@ class DataSpec:
   #   (1 - s) * source + s * alternate chain logits, s in [0, 1]
   sft_on_chosen: bool = False      # task=sft: the chosen responses of the preference pairs that
   #   task=dpo / rm get with the same data.* keys (as a preference file does), not SFT rows
+  online_prompts: Literal["fresh", "pairs"] = "fresh"  # online trainers' train prompts: fresh
+  #   ones, or the prompts of the train preference pairs that task=rm / dpo get with the same
+  #   data.* keys (a reward model's own preference prompts)
+  num_extra_prompts: int = 0       # online trainers: this many more train prompts without
+  #   labels, from the same distribution (nested: the first k of a larger set)
+  # Verifiable task (source=verifiable; docs/data.md).
+  verifiable_ops: str = "add"      # comma-separated: add, sort, reverse (mixed uniformly)
+  verifiable_max_digits: int = 3   # add: operands of 1..max_digits digits
+  verifiable_min_items: int = 3    # sort / reverse: list lengths
+  verifiable_max_items: int = 6
+  verifiable_sft_noise: float = 0.0  # share of SFT rows with a wrong answer
 
   def __post_init__(self):
     paths, weights = _data_files(self.train_file, self.train_weights, "data.train_file")
@@ -198,6 +211,9 @@ class OnlineSpec:
   refresh_every: float = 1.0       # policy steps between fresh samples (inf: never)
   samples_per_prompt: int = 2      # k >= 2 responses per prompt
   pairs: Literal["best_worst", "all"] = "best_worst"
+  on_few_pairs: Literal["raise", "stop"] = "raise"  # a refresh with fewer pairs than one batch
+  #   (most samples tie: e.g. a policy collapsed onto one response): an error, or the run ends
+  #   there as a finished run (model/ and eval.json of the policy at that step)
   prompts_per_refresh: int = 64
   max_new_tokens: int = 24
   temperature: float = 1.0         # > 0 (at 0 every pair would be a tie)
@@ -212,8 +228,21 @@ class OnlineSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class RewardSpec:
+  """The reward functions of ``train grpo`` / ``rloo`` (training/grpo_rewards.py): weights; 0
+  leaves a function out, None means 1 when the run has its source."""
+
+  correct: float | None = None      # data.source=verifiable: exact answer match
+  format: float = 0.0               # verifiable task: the answer is made of digits
+  gold: float | None = None         # data.source=synthetic: the task's gold reward
+  reward_model: float | None = None  # online.reward_model's score
+  length_penalty: float = 0.0       # -coef * completion length
+  overlong_cache: int = 0           # DAPO's soft overlong punishment over the last n tokens
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
-  task: Literal["sft", "rm", "dpo", "ppo", "online-dpo"] = "dpo"
+  task: Literal["sft", "rm", "dpo", "ppo", "online-dpo", "grpo", "rloo"] = "dpo"
   output_dir: str = "runs/default"
   seed: int = 0
   model: ModelSpec = ModelSpec()
@@ -224,3 +253,5 @@ class RunConfig:
   mesh: MeshConfig = MeshConfig()
   online: OnlineSpec = OnlineSpec()
   ppo: PPOSpec = PPOSpec()
+  grpo: GRPOSpec = GRPOSpec()
+  rewards: RewardSpec = RewardSpec()

@@ -24,14 +24,35 @@ _DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "f32": "float32", "floa
 _HF_FILE, _JAXALIGN_FILE = "config.json", "jaxalign_config.json"
 
 
+CRITIC_FREE_TASKS = ("grpo", "rloo")
+
+
+def response_budget(run: RunConfig) -> tuple[str, int] | None:
+  """``(key, max_new_tokens)`` of an online run's responses, or None for an offline task."""
+  if run.task == "ppo":
+    return "ppo.max_new_tokens", run.ppo.max_new_tokens
+  if run.task in CRITIC_FREE_TASKS:
+    return "grpo.max_new_tokens", run.grpo.max_new_tokens
+  if run.task == "online-dpo":
+    return "online.max_new_tokens", run.online.max_new_tokens
+  return None
+
+
+def _updates_per_step(run: RunConfig) -> int:
+  if run.task == "ppo":
+    return run.ppo.epochs * run.ppo.num_minibatches
+  if run.task in CRITIC_FREE_TASKS:
+    return run.grpo.num_iterations * run.grpo.num_minibatches
+  return 1
+
+
 def resolve_run(run: RunConfig) -> RunConfig:
   """``run`` with the defaults that depend on other keys made explicit (what config.yaml and
   ``--print-config`` show)."""
   from jaxalign.training.loop import auto_checkpoint_every
   optimizer, loop = run.optimizer, run.loop
   if optimizer.total_steps is None:  # the run's optimizer updates (PPO: several an iteration)
-    updates = loop.steps * (run.ppo.epochs * run.ppo.num_minibatches if run.task == "ppo"
-                            else 1)
+    updates = loop.steps * _updates_per_step(run)
     optimizer = dataclasses.replace(optimizer, total_steps=updates)
   if loop.checkpoint_every is None:
     every = run.online.refresh_every
@@ -136,6 +157,18 @@ def _check_ranges(run: RunConfig) -> None:
     _positive(data.sample_temperature, "data.sample_temperature")
     if not data.label_beta > 0:
       raise ConfigError(f"data.label_beta must be > 0 (inf: noiseless), got {data.label_beta}")
+    if not math.isfinite(data.prompt_shift):
+      raise ConfigError(f"data.prompt_shift must be finite, got {data.prompt_shift}")
+    if not 0 <= data.response_shift <= 1:
+      raise ConfigError(f"data.response_shift must be in [0, 1] (the alternate chain's weight), "
+                        f"got {data.response_shift}")
+  if data.sft_on_chosen and (run.task != "sft" or data.source != "synthetic"):
+    raise ConfigError(f"data.sft_on_chosen applies to task=sft with data.source=synthetic (a "
+                      f"preference file already trains SFT on its chosen), got task={run.task} "
+                      f"data.source={data.source}")
+  if data.source == "verifiable":
+    _check_verifiable(run)
+  _check_online_prompt_set(run)
   _at_least(run.model.embed_dim, 1, "model.embed_dim")
   _at_least(run.model.num_layers, 1, "model.num_layers")
   _check_optimizer(run.optimizer, "optimizer")
@@ -147,14 +180,67 @@ def _check_ranges(run: RunConfig) -> None:
       raise ConfigError(f"loss.label_smoothing must be in [0, 0.5), got "
                         f"{run.loss.label_smoothing}")
     _at_least(run.loss.alpha, 0, "loss.alpha")
-  new_tokens = {"ppo": ("ppo.max_new_tokens", run.ppo.max_new_tokens),
-                "online-dpo": ("online.max_new_tokens", run.online.max_new_tokens)}
-  if run.task in new_tokens:
-    key, value = new_tokens[run.task]
+  if response_budget(run) is not None:
+    key, value = response_budget(run)
     _at_least(value, 1, key)
     if value >= data.max_length:
       raise ConfigError(f"{key}={value} leaves no room for a prompt within "
                         f"data.max_length={data.max_length}")
+
+
+def _check_online_prompt_set(run: RunConfig) -> None:
+  """data.online_prompts / data.num_extra_prompts: the synthetic task's online prompt set."""
+  data = run.data
+  _at_least(data.num_extra_prompts, 0, "data.num_extra_prompts")
+  if data.online_prompts == "fresh" and data.num_extra_prompts == 0:
+    return
+  keys = (f"data.online_prompts={data.online_prompts} "
+          f"data.num_extra_prompts={data.num_extra_prompts}")
+  if data.source != "synthetic":
+    raise ConfigError(f"{keys}: these choose the synthetic task's online prompts "
+                      f"(data.source=synthetic), got data.source={data.source}")
+  if run.task in ("sft", "rm", "dpo"):
+    raise ConfigError(f"{keys}: these choose the prompts of an online trainer (ppo, "
+                      f"online-dpo), got task={run.task}")
+
+
+def _check_verifiable(run: RunConfig) -> None:
+  """data.source=verifiable: SFT rows or prompts with answers (no pairs), valid task knobs."""
+  data = run.data
+  if run.task in ("rm", "dpo", "online-dpo"):
+    raise ConfigError(f"data.source=verifiable has problems with exact answers, not preference "
+                      f"pairs: use it with task=sft or an online RL trainer, got "
+                      f"task={run.task}")
+  _at_least(data.num_train, 1, "data.num_train")
+  _at_least(data.num_eval, 1, "data.num_eval")
+  from jaxalign.data.verifiable_task import OPS, VerifiableTask, VerifiableTaskConfig
+  ops = [op.strip() for op in str(data.verifiable_ops).split(",")]
+  if any(op not in OPS for op in ops):
+    raise ConfigError(f"data.verifiable_ops={data.verifiable_ops!r} must be a comma-separated "
+                      f"list of {', '.join(OPS)}")
+  if not 1 <= data.verifiable_max_digits <= 6:
+    raise ConfigError(f"data.verifiable_max_digits must be in [1, 6], got "
+                      f"{data.verifiable_max_digits}")
+  if not 1 <= data.verifiable_min_items <= data.verifiable_max_items:
+    raise ConfigError(f"need 1 <= data.verifiable_min_items <= data.verifiable_max_items, got "
+                      f"{data.verifiable_min_items} and {data.verifiable_max_items}")
+  if not 0 <= data.verifiable_sft_noise <= 1:
+    raise ConfigError(f"data.verifiable_sft_noise must be in [0, 1], got "
+                      f"{data.verifiable_sft_noise}")
+  task = VerifiableTask(VerifiableTaskConfig(
+      ops=tuple(ops), max_digits=data.verifiable_max_digits,
+      min_items=data.verifiable_min_items, max_items=data.verifiable_max_items,
+      seed=data.task_seed))
+  held_out = task.split_size("eval")  # None: a task too large to count (thousands held out)
+  if held_out is not None and data.num_eval > held_out:
+    keys = [f"data.verifiable_ops={data.verifiable_ops}"]
+    if "add" in ops:
+      keys.append(f"data.verifiable_max_digits={data.verifiable_max_digits}")
+    if set(ops) - {"add"}:
+      keys.append(f"data.verifiable_max_items={data.verifiable_max_items}")
+    raise ConfigError(f"data.num_eval={data.num_eval} is more than the {held_out} held-out "
+                      f"problems of the verifiable task with {' '.join(keys)}: lower "
+                      f"data.num_eval or make the task larger")
 
 
 def _check_dtypes(run: RunConfig) -> None:
@@ -238,7 +324,7 @@ def _check_models(run: RunConfig) -> None:
   _model_folder(model.path, "model.path", "hf", "model.init_from")
   _model_folder(model.init_from, "model.init_from", "jaxalign", "model.path")
   _model_kind(model.init_from, "model.init_from", "policy")
-  if run.task in ("dpo", "online-dpo", "ppo"):
+  if run.task in ("dpo", "online-dpo", "ppo", *CRITIC_FREE_TASKS):
     _model_folder(model.reference_from, "model.reference_from", "jaxalign", "model.path")
     _model_kind(model.reference_from, "model.reference_from", "policy")
   needs_rm = run.task == "ppo" or (run.task == "online-dpo" and
@@ -246,7 +332,7 @@ def _check_models(run: RunConfig) -> None:
   if run.task == "ppo" and not run.online.reward_model:
     raise ConfigError("online.reward_model is required for ppo: a folder from "
                       "`jaxalign train rm` (its output_dir/model)")
-  if needs_rm or run.online.reward_model and run.task == "online-dpo":
+  if needs_rm or run.online.reward_model and run.task in ("online-dpo", *CRITIC_FREE_TASKS):
     _model_folder(run.online.reward_model, "online.reward_model", "jaxalign", "model.path")
     _model_kind(run.online.reward_model, "online.reward_model", "reward_model")
 
@@ -261,7 +347,7 @@ def _check_data_files(run: RunConfig) -> None:
   data = run.data
   if data.source != "files":
     return
-  splits = ("train",) if run.task == "ppo" else ("train", "eval")
+  splits = ("train",) if run.task in ("ppo", *CRITIC_FREE_TASKS) else ("train", "eval")
   for split in splits:
     key = f"data.{split}_file"
     paths = _paths(getattr(data, f"{split}_file"))
@@ -280,3 +366,33 @@ def _check_task(run: RunConfig) -> None:
     from jaxalign.training.ppo import check_ppo_spec
     _at_least(run.ppo.rollout_batch_size, 1, "ppo.rollout_batch_size")
     check_ppo_spec(run.ppo, run.loop.micro_batches)
+  if run.task in CRITIC_FREE_TASKS:
+    from jaxalign.training.grpo import check_grpo_spec
+    check_grpo_spec(run.grpo, run.loop.micro_batches)
+    if run.task == "rloo" and run.grpo.advantage != "rloo":
+      raise ConfigError(f"jaxalign train rloo is grpo with grpo.advantage=rloo, got "
+                        f"grpo.advantage={run.grpo.advantage}: use jaxalign train grpo")
+    _check_rewards(run)
+
+
+def _check_rewards(run: RunConfig) -> None:
+  """The reward functions of a grpo / rloo run exist for its data, before anything is built."""
+  spec, source = run.rewards, run.data.source
+  if spec.correct and source != "verifiable":
+    raise ConfigError(f"rewards.correct checks gold answers: it needs data.source=verifiable, "
+                      f"got data.source={source}")
+  if spec.gold and source != "synthetic":
+    raise ConfigError(f"rewards.gold is the synthetic task's gold reward: it needs "
+                      f"data.source=synthetic, got data.source={source}")
+  if spec.reward_model and not run.online.reward_model:
+    raise ConfigError("rewards.reward_model weighs online.reward_model's score: set "
+                      "online.reward_model")
+  if spec.overlong_cache < 0 or spec.overlong_cache >= run.grpo.max_new_tokens:
+    raise ConfigError(f"rewards.overlong_cache must be in [0, grpo.max_new_tokens="
+                      f"{run.grpo.max_new_tokens}), got {spec.overlong_cache}")
+  has_any = (spec.correct != 0 and source == "verifiable") or (
+      spec.gold != 0 and source == "synthetic") or (
+      spec.reward_model != 0 and bool(run.online.reward_model)) or spec.format
+  if not has_any:
+    raise ConfigError("no reward function is on: set rewards.correct (data.source=verifiable), "
+                      "rewards.gold (data.source=synthetic) or online.reward_model")

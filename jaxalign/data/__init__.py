@@ -32,11 +32,16 @@ from jaxalign.data.tfds_builder import (JaxalignLocalFiles, LocalFilesConfig, bu
                                         dataset_fingerprint, file_fingerprint)
 from jaxalign.data.tokenization import (OVERFLOW_POLICIES, fit_row, tokenize_preferences,
                                         tokenize_prompts, tokenize_sft, tokenize_unpaired)
+from jaxalign.data.verifiable_task import (AnswerPromptBatch, AnswerPromptRows, VerifiableTask,
+                                           VerifiableTaskConfig, VerifiableTokenizer,
+                                           check_answers)
 from jaxalign.data.tokenizer import (PAD_CANDIDATES, ByteTokenizer, HFTokenizer, Tokenizer,
                                      TokenizerError, byte_tokenizer, load_tokenizer,
                                      read_chat_template)
 
 __all__ = [
+    "AnswerPromptBatch", "AnswerPromptRows", "VerifiableTask", "VerifiableTaskConfig",
+    "VerifiableTokenizer", "check_answers",
     "BOS_ID", "BatchIterator", "ByteTokenizer", "DataError", "DataReport", "EOS_ID",
     "GoldReward", "HFTokenizer", "JaxalignLocalFiles", "KINDS", "LocalFilesConfig",
     "MarkovSource", "MixedRows", "OVERFLOW_POLICIES", "PAD_CANDIDATES", "PAD_ID",

@@ -171,8 +171,9 @@ class UnpairedRows:
 
 
 def concat_rows(parts: Sequence):
-  """Rows of one class (PreferenceRows, SFTRows, UnpairedRows or PromptRows) as one: lists
-  and arrays concatenated in order; one ``pad_id``; the largest ``max_length``."""
+  """Rows of one class (PreferenceRows, SFTRows, UnpairedRows, PromptRows or
+  AnswerPromptRows) as one: lists and arrays concatenated in order; one ``pad_id``; the
+  largest ``max_length`` (and ``answer_length``)."""
   first = parts[0]
   if any(type(p) is not type(first) or p.pad_id != first.pad_id for p in parts):
     raise ValueError("rows to concatenate must be of one class with one pad_id")
@@ -181,7 +182,7 @@ def concat_rows(parts: Sequence):
     items = [getattr(p, field.name) for p in parts]
     if field.name == "pad_id":
       values[field.name] = first.pad_id
-    elif field.name == "max_length":
+    elif field.name == "max_length" or isinstance(items[0], int):  # budgets: the largest
       values[field.name] = max(items)
     elif isinstance(items[0], np.ndarray):
       values[field.name] = np.concatenate(items)

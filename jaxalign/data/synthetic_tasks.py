@@ -5,7 +5,8 @@
 (:mod:`jaxalign.data.synthetic_reward`). From it:
 
 - ``task.sft_rows(n, seed)`` / ``task.prompt_rows(n, seed)``: data for SFT of a tiny reference
-  policy and prompts for PPO / online DPO;
+  policy and prompts for PPO / online DPO; ``task.nested_prompts(n, seed)``: prompts of the
+  same distribution whose sets are nested in ``n`` (extra unlabelled prompts);
 - ``task.preference_pairs(n, seed, temperature, beta)``: two responses per prompt from the
   source, labelled by Bradley-Terry on the gold reward (an offline preference dataset);
 - knobs: ``prompt_shift`` (a logit bonus for the upper half of the content vocabulary while
@@ -103,6 +104,19 @@ class SyntheticTask:
     cfg = self.config
     return sample_prompts(self.source, self._rng(seed, 0), num, cfg.min_prompt_length,
                           cfg.max_prompt_length, bias=prompt_shift * self.shifted_region)
+
+  def nested_prompts(self, num: int, seed: int, prompt_shift: float = 0.0,
+                     block: int = 256) -> list[np.ndarray]:
+    """``num`` prompts from the distribution of :meth:`sample_prompts`, drawn in blocks of
+    ``block`` from their own random streams, so the first ``k`` of a larger draw are the draw
+    of ``k`` (nested prompt sets: 2x, 5x, 10x extra prompts contain one another)."""
+    cfg = self.config
+    prompts: list[np.ndarray] = []
+    for index in range(-(-num // block)):
+      prompts += sample_prompts(self.source, self._rng(seed, 1000 + index), block,
+                                cfg.min_prompt_length, cfg.max_prompt_length,
+                                bias=prompt_shift * self.shifted_region)
+    return prompts[:num]
 
   def sample_responses(self, prompts, seed: int, temperature: float = 1.0,
                        response_shift: float = 0.0, stream: int = 1) -> list[np.ndarray]:

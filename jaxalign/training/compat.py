@@ -16,6 +16,7 @@ import os
 
 from jaxalign import data as D
 from jaxalign.config import ConfigError
+from jaxalign.config.validate import response_budget
 from jaxalign.models import CheckpointError, TransformerConfig, config_from_hf, read_model_meta
 from jaxalign.models.hf_checkpoint import read_hf_config
 from jaxalign.training import setup
@@ -25,7 +26,7 @@ from jaxalign.training.tokenizers import (model_tokenizer, run_tokenizer, tokeni
 # Fields that do not change what the weights compute (numerics, informational ids).
 _NOT_ARCHITECTURE = ("dtype", "param_dtype", "remat", "attention_block", "bos_token_id",
                      "eos_token_id", "pad_token_id")
-ONLINE_TASKS = ("ppo", "online-dpo")
+ONLINE_TASKS = ("ppo", "online-dpo", "grpo", "rloo")
 
 
 def hf_folder_config(path: str, key: str = "model.path") -> TransformerConfig:
@@ -64,8 +65,9 @@ def policy_config(run) -> tuple[TransformerConfig, str]:
 
 def describe_tokenizer(run) -> str:
   kind, folder = tokenizer_source(run)
-  if kind in ("synthetic", "bytes"):
-    return {"synthetic": "the synthetic task's tokenizer", "bytes": "data.tokenizer=bytes"}[kind]
+  if kind in ("synthetic", "verifiable", "bytes"):
+    return {"synthetic": "the synthetic task's tokenizer", "bytes": "data.tokenizer=bytes",
+            "verifiable": "the verifiable task's tokenizer"}[kind]
   if kind == "folder":
     return f"data.tokenizer={folder}"
   key = "model.init_from" if folder == run.model.init_from else "model.path"
@@ -127,8 +129,8 @@ def _check_lengths(run, policy: TransformerConfig, policy_name: str) -> int:
   """Checks lengths against the policy's positions; returns the longest sequence the run
   builds (what a reward model scores in an online run)."""
   online = run.task in ONLINE_TASKS
-  new_key = "ppo.max_new_tokens" if run.task == "ppo" else "online.max_new_tokens"
-  new_tokens = run.ppo.max_new_tokens if run.task == "ppo" else run.online.max_new_tokens
+  new_key, new_tokens = response_budget(run) or ("online.max_new_tokens",
+                                                 run.online.max_new_tokens)
   limit = policy.max_seq_len
   if run.data.source == "files":
     if run.data.max_length > limit:
@@ -148,12 +150,16 @@ def _check_lengths(run, policy: TransformerConfig, policy_name: str) -> int:
                         f"{new_tokens} is beyond the policy's max_seq_len {limit} "
                         f"({policy_name})")
     return longest
-  task = D.SyntheticTaskConfig(seed=run.data.task_seed)
-  longest = task.max_prompt_length + 1 + (new_tokens if online else task.max_response_length)
+  if run.data.source == "verifiable":
+    task = setup.verifiable_config(run)  # its prompt length counts BOS
+    longest = task.max_prompt_length + (new_tokens if online else task.max_response_length)
+  else:
+    task = D.SyntheticTaskConfig(seed=run.data.task_seed)
+    longest = task.max_prompt_length + 1 + (new_tokens if online else task.max_response_length)
   if longest > limit:
     what = f"prompts + {new_key}={new_tokens}" if online else "its rows"
-    raise ConfigError(f"the synthetic task needs {longest} positions ({what}), beyond the "
-                      f"policy's max_seq_len {limit} ({policy_name})")
+    raise ConfigError(f"the {run.data.source} task needs {longest} positions ({what}), beyond "
+                      f"the policy's max_seq_len {limit} ({policy_name})")
   return longest
 
 

@@ -33,6 +33,16 @@ def auto_checkpoint_every(steps: int, multiple_of: int = 1) -> int:
   return -(-every // multiple_of) * multiple_of
 
 
+class StopEarly(Exception):
+  """Raised by a ``before_step`` hook to end the run at the current step as a finished run
+  (e.g. online DPO whose refresh formed too few pairs: ``online.on_few_pairs=stop``);
+  ``metrics`` are logged at that step."""
+
+  def __init__(self, message: str, metrics: dict | None = None):
+    super().__init__(message)
+    self.metrics = dict(metrics or {})
+
+
 @dataclasses.dataclass
 class Throughput:
   """Tokens/s and achieved FLOP/s over the steps since the last log line."""
@@ -69,6 +79,8 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
   a dict of metrics (logged with an ``eval/`` prefix). ``before_step(state, step)`` may
   return a new state and metrics to log, e.g. after refreshing on-policy data.
   ``learning_rate(count)`` (the optax schedule) is logged as ``train/learning_rate``.
+  A ``before_step`` that raises ``StopEarly`` ends the run at that step: its metrics are
+  logged, the state is evaluated (as at the last step) and ``fit`` returns it.
 
   The checkpointer saves every ``checkpointer.save_every`` steps (0: never) and at the last
   step. ``guard`` (a ``NanGuard``) stops the run with ``NonFiniteError`` at a non-finite loss
@@ -78,6 +90,8 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
   throughput = throughput or Throughput()
   guard = guard or NanGuard(None)
   last_eval: dict = {}
+  eval_step = -1
+  stopped_early = False
   step = int(state.step)
   periodic = checkpointer is not None and bool(checkpointer.save_every)
   if stop is not None:
@@ -85,7 +99,15 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
   while step < config.steps:
     if before_step is not None:
       guard.check(logger)  # no refresh from a diverged state
-      state, refresh_metrics = before_step(state, step)
+      try:
+        state, refresh_metrics = before_step(state, step)
+      except StopEarly as stopped:
+        if jax.process_index() == 0:
+          print(f"stopping early at step {step}: {stopped}")
+        if logger:
+          logger.log(step, stopped.metrics)
+        stopped_early = True
+        break
       if logger and refresh_metrics:
         logger.log(step, refresh_metrics)
       guard.check_metrics(step, refresh_metrics or {})  # e.g. a retrained reward model's loss
@@ -111,6 +133,7 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
       logger.log(step, values, prefix="train/")
     if eval_now:
       last_eval = {f"eval/{k}": v for k, v in evaluate(state).items()}
+      eval_step = step
       if logger:
         logger.log(step, last_eval)
       if checkpointer:
@@ -127,8 +150,15 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
       raise Interrupted(stop.signum or signal.SIGTERM, step, checkpointer is not None)
   guard.check(logger)
   guard.check_params(step, state.params)
-  if evaluate is not None and not last_eval:  # resumed at the last step: nothing ran
+  if evaluate is not None and (not last_eval or (stopped_early and eval_step != step)):
+    # resumed at the last step (nothing ran), or stopped early: evaluate the final state
     last_eval = {f"eval/{k}": v for k, v in evaluate(state).items()}
+    if logger and stopped_early:
+      logger.log(step, last_eval)
+  if checkpointer is not None and stopped_early and step > int(checkpointer.latest_step() or -1):
+    guard.check_params(step, state.params)
+    checkpointer.save(step, state, _data_state(batches), force=True,
+                      meta={"metrics_offset": logger.offset if logger else None})
   if checkpointer:
     checkpointer.wait()
   return state, last_eval

@@ -29,6 +29,7 @@ from jaxalign.parallel import shard_global_batch, to_host
 from jaxalign.parallel.mesh import BATCH_AXES
 from jaxalign.sampling import generate
 from jaxalign.training.forward import reward_scores
+from jaxalign.training.loop import StopEarly
 from jaxalign.training.objectives import RewardModelObjective
 from jaxalign.training.optim import make_optimizer
 from jaxalign.training.preference_losses import preference_loss
@@ -247,6 +248,13 @@ class OnlineRefresher:
     scores = self._label(state, prompts, tokens, masks)  # before the reference moves
     rows, counts = self._pairs(prompts, tokens, masks, scores)
     metrics.update({f"online/{k}": v for k, v in counts.items()})
+    if self.gold_reward is not None:
+      metrics["online/gold_reward"] = float(np.mean(self._gold(prompts, tokens, masks)))
+    if online.on_few_pairs == "stop" and counts["pairs"] < self.run.data.batch_size:
+      raise StopEarly(f"only {int(counts['pairs'])} pairs ({int(counts['ties_skipped'])} ties "
+                      f"skipped), fewer than one batch of data.batch_size="
+                      f"{self.run.data.batch_size} (online.on_few_pairs=stop)",
+                      dict(metrics, **{"online/stopped_early": 1.0}))
     self._require_batch(counts, step, "online.prompts_per_refresh")
     if iteration > 0:
       state = self._update_reference(state)
@@ -254,8 +262,6 @@ class OnlineRefresher:
                                            seed=self.run.seed + step,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count())
-    if self.gold_reward is not None:
-      metrics["online/gold_reward"] = float(np.mean(self._gold(prompts, tokens, masks)))
     return state, metrics
 
   def _update_reference(self, state):
@@ -344,7 +350,9 @@ class OnlineRefresher:
     if counts["pairs"] < self.run.data.batch_size:
       raise RuntimeError(f"step {step}: only {int(counts['pairs'])} pairs "
                          f"({int(counts['ties_skipped'])} ties skipped), fewer than one batch "
-                         f"of data.batch_size={self.run.data.batch_size}: raise {key}")
+                         f"of data.batch_size={self.run.data.batch_size}: raise {key}"
+                         + (" (or set online.on_few_pairs=stop to end the run there)"
+                            if key == "online.prompts_per_refresh" else ""))
 
   def _refresh_reward_model(self, state, rng):
     """``online.rm_refresh_steps`` Bradley-Terry steps on gold-labelled pairs of the current

@@ -52,6 +52,9 @@ class OnlineAlgorithm:
     finished iterations.
   iteration(run, config, context, state, prompts, mesh): ``(state, metrics)`` of one
     iteration on this process's slice of the global prompt batch.
+  evaluate(run, config, context, state): held-out metrics (logged with an ``eval/`` prefix
+    every ``loop.eval_every`` iterations and at the end, and written to ``eval.json``), or
+    None for none.
   """
 
   name: str
@@ -61,6 +64,7 @@ class OnlineAlgorithm:
   prepare: Callable[..., Any]
   init_state: Callable[..., Any]
   iteration: Callable[..., tuple[Any, dict]]
+  evaluate: Callable[..., dict] | None = None
 
 
 def check_batch_layout(run: RunConfig, mesh, batches: list[tuple[str, int]]) -> None:
@@ -153,6 +157,12 @@ def _loop(run: RunConfig, algorithm: OnlineAlgorithm, config, context, state, pr
     guard.check_metrics(done, metrics, batch)
     if done == steps or done % run.loop.log_every == 0:
       logger.log(done, metrics)
+    if algorithm.evaluate and (done == steps or (run.loop.eval_every
+                                                 and done % run.loop.eval_every == 0)):
+      held_out = {f"eval/{k}": v for k, v in
+                  algorithm.evaluate(run, config, context, state).items()}
+      logger.log(done, held_out)
+      metrics = dict(metrics, **held_out)
     interrupted = stop.requested or checkpointer.reached_preemption(done)
     if (every and (done % every == 0 or done == steps)) or interrupted:
       guard.check_params(done, state.params)

@@ -26,15 +26,39 @@ def synthetic_task(run: RunConfig) -> D.SyntheticTask:
   return D.SyntheticTask(D.SyntheticTaskConfig(seed=run.data.task_seed))
 
 
+def verifiable_config(run: RunConfig) -> D.VerifiableTaskConfig:
+  """The verifiable task of ``data.source=verifiable`` (the ``data.verifiable_*`` keys)."""
+  spec = run.data
+  return D.VerifiableTaskConfig(
+      ops=tuple(op.strip() for op in str(spec.verifiable_ops).split(",")),
+      max_digits=spec.verifiable_max_digits, min_items=spec.verifiable_min_items,
+      max_items=spec.verifiable_max_items, sft_noise=spec.verifiable_sft_noise,
+      seed=spec.task_seed)
+
+
+def verifiable_task(run: RunConfig) -> D.VerifiableTask:
+  return D.VerifiableTask(verifiable_config(run))
+
+
 def build_rows(run: RunConfig, split: str):
   """(rows, report) of ``split`` ("train" or "eval") for the run's task."""
   spec = run.data
+  if spec.source == "verifiable":  # SFT rows: prompt + gold answer + EOS (held-out for eval)
+    num, seed = (spec.num_train, 1) if split == "train" else (spec.num_eval, 2)
+    return verifiable_task(run).sft_rows(num, seed, split), D.DataReport()
   if spec.source == "synthetic":
     task = synthetic_task(run)
     num, seed = (spec.num_train, 1) if split == "train" else (spec.num_eval, 2)
-    if run.task == "sft":
-      return task.sft_rows(num, seed), D.DataReport()
-    pairs = task.preference_pairs(num, seed + 10, spec.sample_temperature, spec.label_beta)
+    if run.task == "sft" and not spec.sft_on_chosen:
+      return task.sft_rows(num, seed, prompt_shift=spec.prompt_shift,
+                           response_shift=spec.response_shift), D.DataReport()
+    pairs = task.preference_pairs(num, seed + 10, spec.sample_temperature, spec.label_beta,
+                                  spec.prompt_shift, spec.response_shift)
+    if run.task == "sft":  # data.sft_on_chosen: SFT on the pairs' chosen responses
+      rows = pairs.rows
+      return D.SFTRows.from_token_lists(rows.prompts, rows.chosen, rows.pad_id,
+                                        task.model_overrides()["eos_token_id"],
+                                        rows.max_length), pairs.report
     return pairs.rows, pairs.report
   # Local files -> TFDS datasets in array_record format, keyed by content (file_rows).
   tokenizer = run_tokenizer(run)
@@ -107,6 +131,8 @@ def _cast(params, dtype: str):
 
 
 def vocab_overrides(run: RunConfig) -> dict:
+  if run.data.source == "verifiable":
+    return verifiable_task(run).model_overrides()
   if run.data.source == "synthetic":
     return synthetic_task(run).model_overrides()
   tokenizer = run_tokenizer(run)
@@ -124,15 +150,38 @@ def batch_arrays(batch) -> dict[str, np.ndarray]:
 
 
 def build_prompt_rows(run: RunConfig, split: str, max_new_tokens: int):
-  """(PromptRows, report) for online training: synthetic prompts or a prompts file."""
+  """(PromptRows, report) for online training: synthetic prompts or a prompts file. With
+  ``data.source=verifiable`` they are ``D.AnswerPromptRows``: batches carry ``answer_tokens``
+  / ``answer_mask`` (the eval split: held-out problems, for pass@k)."""
   spec = run.data
-  if spec.source == "synthetic":
+  if spec.source == "verifiable":
     num, seed = (spec.num_train, 5) if split == "train" else (spec.num_eval, 6)
-    return synthetic_task(run).prompt_rows(num, seed), D.DataReport()
+    return verifiable_task(run).prompt_rows(num, seed, split), D.DataReport()
+  if spec.source == "synthetic":
+    return _synthetic_prompt_rows(run, split), D.DataReport()
   tokenizer = run_tokenizer(run)
   rows, report = file_rows.prompt_file_rows(run, split, tokenizer, max_new_tokens)
   warn_unknown_tokens(rows, tokenizer, f"data.{split}_file={_files(spec, split)}")
   return rows, report
+
+
+def _synthetic_prompt_rows(run: RunConfig, split: str) -> D.PromptRows:
+  """The synthetic task's online prompts. Eval: ``num_eval`` held-out prompts (seed 6).
+  Train: ``data.online_prompts`` = ``fresh``, ``num_train`` prompts of their own (seed 5), or
+  ``pairs``, the prompts of the train preference pairs (``build_rows``: those ``task=rm`` /
+  ``dpo`` train on with the same ``data.*`` keys, in order); then ``data.num_extra_prompts``
+  unlabelled prompts from the same distribution (``nested_prompts``, seed 7)."""
+  spec = run.data
+  task = synthetic_task(run)
+  if split != "train":
+    return task.prompt_rows(spec.num_eval, 6, spec.prompt_shift)
+  if spec.online_prompts == "pairs":
+    prompts = list(build_rows(run, "train")[0].prompts)
+  else:
+    prompts = task.sample_prompts(spec.num_train, 5, spec.prompt_shift)
+  if spec.num_extra_prompts:
+    prompts += task.nested_prompts(spec.num_extra_prompts, 7, spec.prompt_shift)
+  return D.PromptRows.from_token_lists(prompts, D.PAD_ID, task.config.max_prompt_length + 1)
 
 
 def load_reward_model(path: str | None):

@@ -2,7 +2,7 @@
 
 ``run_tokenizer(run)`` is the one place a run's tokenizer is chosen; first match wins:
 
-1. ``data.source=synthetic``: the synthetic task's own tokenizer.
+1. ``data.source=synthetic`` / ``verifiable``: the built-in task's own tokenizer.
 2. ``data.tokenizer``: ``bytes`` (:class:`ByteTokenizer`) or a folder with tokenizer.json.
 3. ``model.init_from``: the tokenizer recorded in that jaxalign model folder.
 4. ``model.path``: the Hugging Face folder's tokenizer.json.
@@ -10,8 +10,8 @@
 Otherwise a ``TokenizerError`` naming these keys. ``save_run_model`` writes a model folder
 with its tokenizer: the files of rule 2-4 copied in (``TOKENIZER_FILES``) and
 ``generation_config.json`` when the source model has one; ``jaxalign_config.json`` records
-``{"kind": "hf" | "bytes" | "synthetic", ...}``, so ``model_tokenizer(folder)`` (sample, eval,
-export, a later run's ``model.init_from``) needs no tokenizer flag.
+``{"kind": "hf" | "bytes" | "synthetic" | "verifiable", ...}``, so ``model_tokenizer(folder)``
+(sample, eval, export, a later run's ``model.init_from``) needs no tokenizer flag.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from jaxalign import data as D
 from jaxalign.models.params_io import CONFIG_FILE, read_model_meta, save_model
 
 BYTES = "bytes"
+VERIFIABLE = "verifiable"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja", "chat_template.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model")
@@ -67,6 +68,8 @@ def model_tokenizer(folder: str, **options) -> D.Tokenizer:
       return D.byte_tokenizer(**{**record.get("options", {}), **options})
     if record["kind"] == "synthetic":
       return D.SyntheticTokenizer(record["vocab_size"])
+    if record["kind"] == VERIFIABLE:
+      return D.VerifiableTokenizer()
     options = {**record.get("options", {}), **options}
   elif not os.path.exists(os.path.join(folder, "tokenizer.json")):
     raise D.TokenizerError(f"{folder}: no tokenizer.json")
@@ -74,10 +77,10 @@ def model_tokenizer(folder: str, **options) -> D.Tokenizer:
 
 
 def tokenizer_source(run) -> tuple[str, str | None]:
-  """``(kind, folder)`` of the run's tokenizer: ("synthetic" | "bytes", None), ("folder",
-  data.tokenizer) or ("model", the model folder whose tokenizer it is)."""
-  if run.data.source == "synthetic":
-    return "synthetic", None
+  """``(kind, folder)`` of the run's tokenizer: ("synthetic" | "verifiable" | "bytes", None),
+  ("folder", data.tokenizer) or ("model", the model folder whose tokenizer it is)."""
+  if run.data.source in ("synthetic", VERIFIABLE):
+    return run.data.source, None
   if run.data.tokenizer == BYTES:
     return BYTES, None
   if run.data.tokenizer:
@@ -97,6 +100,8 @@ def run_tokenizer(run) -> D.Tokenizer:
   kind, folder = tokenizer_source(run)
   if kind == "synthetic":
     return D.SyntheticTokenizer(D.SyntheticTaskConfig(seed=run.data.task_seed).vocab_size)
+  if kind == VERIFIABLE:
+    return D.VerifiableTokenizer()
   if kind == BYTES:  # data.pad_id / data.chat_template still apply
     return D.byte_tokenizer(**tokenizer_options(run))
   key = "data.tokenizer" if kind == "folder" else (
@@ -144,12 +149,14 @@ def copy_tokenizer(run, path: str) -> dict:
   if model_folder and os.path.isdir(model_folder):
     copy_files(model_folder, path, (GENERATION_CONFIG,))
   kind, folder = tokenizer_source(run)
-  if kind in ("synthetic", BYTES):  # built in: no files (none left from an earlier run)
+  if kind in ("synthetic", VERIFIABLE, BYTES):  # built in: no files (none left from before)
     for name in TOKENIZER_FILES:
       if os.path.exists(os.path.join(path, name)):
         os.remove(os.path.join(path, name))
   if kind == "synthetic":
     return {"kind": "synthetic", "vocab_size": run_tokenizer(run).vocab_size}
+  if kind == VERIFIABLE:
+    return {"kind": VERIFIABLE, "vocab_size": run_tokenizer(run).vocab_size}
   if kind == BYTES:
     return {"kind": BYTES, "options": tokenizer_options(run)}
   options = tokenizer_options(run)
