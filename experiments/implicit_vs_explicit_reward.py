@@ -293,8 +293,8 @@ def run(config: Config = Config()) -> dict:
 def plot(numbers: dict, config: Config):
   plt = pyplot()
   sizes = list(numbers["accuracy"])
-  figure = plt.figure(figsize=(5 * max(len(sizes), 2), 8.5))
-  grid = figure.add_gridspec(2, max(len(sizes), 2))
+  figure = plt.figure(figsize=(5 * max(len(sizes), 2), 9), layout="constrained")
+  grid = figure.add_gridspec(2, len(sizes))
   positions = np.arange(len(SPLITS))
   for col, name in enumerate(sizes):
     ax = figure.add_subplot(grid[0, col])

@@ -30,10 +30,10 @@ KL is not controlled at all. So each policy is read at one KL per seed, the smal
 KL of that seed's PPO runs, through mixtures: a per-prompt mixture ``t pi_1 + (1 - t) pi_2``
 has gold reward ``t G_1 + (1 - t) G_2`` and, KL being convex, a KL of at most ``t KL_1 +
 (1 - t) KL_2``, so every point on a chord between two policies is attainable (``frontier``).
-A PPO run is read on its chord with the reference (it only lowers the runs whose KL is
-higher); DPO on the upper concave frontier of the reference and its whole sweep (flat beyond
-its best point: "the best DPO attains at KL <= k"). Both readings are lower bounds on what
-the method would reach if trained to that KL.
+Every method is read on the upper concave hull of the reference and its own runs: a PPO run
+on its chord with the reference (exact for the run with the smallest KL, a mixture for the
+others), DPO on the hull of the reference and its whole sweep. Both readings are what
+mixtures attain, lower bounds on what the method would reach if trained to that KL.
 
 Measured on ``num_eval_prompts`` held-out prompts (the run's eval split, one sample each at
 temperature 1, ``jaxalign.eval.sample_and_score``): the gold reward, the sequence-level
@@ -160,7 +160,7 @@ def train_seed(config: Config, seed: int) -> dict[str, str]:
           f"model.init_from={sft}", "optimizer.learning_rate=1e-3"])
   for ratio in (0.0, *config.extra_ratios):
     name = rmb_po_name(ratio)
-    extra = int(round(ratio * config.num_pairs))
+    extra = round(ratio * config.num_pairs)
     run = ppo_config(config, seed, f"ppo_extra{extra}", sft, rm, extra)
     run_ppo(run, progress=False, on_existing="overwrite")
     folders[name] = os.path.join(run.output_dir, "model")
@@ -213,8 +213,8 @@ def _turn(a, b, c) -> float:
 
 
 def frontier(points) -> np.ndarray:
-  """``[M, 2]`` (KL, gold) vertices of the best gold reward attainable at KL <= k from
-  ``points`` and their mixtures: the upper concave hull, cut after its highest point.
+  """``[M, 2]`` (KL, gold) vertices of the upper concave hull of ``points``: the best gold
+  reward that mixtures of those policies attain at each KL.
 
   A per-prompt mixture ``t pi_1 + (1 - t) pi_2`` has gold ``t G_1 + (1 - t) G_2`` and, KL
   being convex, KL at most ``t KL_1 + (1 - t) KL_2``: every point on a chord is attainable.
@@ -224,13 +224,14 @@ def frontier(points) -> np.ndarray:
     while len(hull) >= 2 and _turn(hull[-2], hull[-1], point) >= 0:
       hull.pop()  # hull[-1] lies on or below the chord from hull[-2] to point
     hull.append(point)
-  hull = np.asarray(hull, np.float64)
-  return hull[:int(np.argmax(hull[:, 1])) + 1]
+  return np.asarray(hull, np.float64)
 
 
 def at_kl(points, kl: float) -> float:
-  """The frontier of ``points`` at ``kl``: linear between vertices, flat after the last."""
+  """The frontier of ``points`` at ``kl``, linear between vertices; NaN outside their KLs."""
   vertices = frontier(points)
+  if not vertices[0, 0] <= kl <= vertices[-1, 0]:
+    return float("nan")
   return float(np.interp(kl, vertices[:, 0], vertices[:, 1]))
 
 
@@ -239,9 +240,9 @@ def _point(entry: dict, name: str) -> tuple[float, float]:
 
 
 def matched_seed(config: Config, entry: dict) -> dict:
-  """One seed at matched KL: the smallest held-out KL of its PPO runs. Each PPO run there is
-  its mixture with the reference (its frontier with the reference point); DPO is the frontier
-  of the reference and every DPO run of the sweep (``frontier``)."""
+  """One seed at matched KL, the smallest held-out KL of its PPO runs: every method on the
+  frontier of the reference and its own runs (``frontier``), so a PPO run on its chord with
+  the reference, DPO on the hull of the reference and its whole sweep."""
   reference = _point(entry, REFERENCE)
   kl = min(_point(entry, n)[0] for n in ppo_names(config))
   out = {"kl": kl, "DPO (frontier)": at_kl([reference] + [_point(entry, n) for n in
@@ -271,11 +272,10 @@ def summarise(config: Config, per_seed: dict) -> dict:
   matched = [matched_seed(config, per_seed[s]) for s in seeds]
   out["matched_kl"] = {k: _stat([m[k] for m in matched]) for k in matched[0]}
   gold = {k: out["matched_kl"][k]["seeds"] for k in matched[0]}
-  largest = rmb_po_name(max(config.extra_ratios))
   above = lambda a, b: int(sum(x > y for x, y in zip(gold[a], gold[b])))
-  out["paired"] = {f"{largest} above RMB-PO": above(largest, "RMB-PO"),
-                   f"{largest} above DPO": above(largest, "DPO (frontier)"),
-                   "RMB-PO above DPO": above("RMB-PO", "DPO (frontier)"), "seeds": len(seeds)}
+  out["paired"] = {**{f"{n} above DPO": above(n, "DPO (frontier)") for n in ppo_names(config)},
+                   **{f"{n} above RMB-PO": above(n, "RMB-PO") for n in ppo_names(config)[1:]},
+                   "seeds": len(seeds)}
   out["reward model eval accuracy"] = _stat([per_seed[s]["reward model eval accuracy"]
                                              for s in seeds])
   return out
@@ -308,6 +308,7 @@ def _plot_frontier(ax, summary: dict, config: Config):
   ax.axvline(summary["matched_kl"]["kl"]["mean"], color="k", linestyle=":", linewidth=1,
              label="matched KL (mean)")
   ax.set_xscale("symlog", linthresh=1.0)
+  ax.set_xlim(left=-0.1)
   ax.set_xlabel("KL(policy || reference), nats per sequence")
   ax.set_ylabel("held-out gold reward")
   ax.set_title(f"means over {len(config.seeds)} seeds; DPO labels: beta/steps", fontsize=9)

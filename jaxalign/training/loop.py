@@ -134,7 +134,7 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
     if eval_now:
       last_eval = {f"eval/{k}": v for k, v in evaluate(state).items()}
       eval_step = step
-      if logger:
+      if logger and last_eval:  # an evaluator with nothing to measure logs no row
         logger.log(step, last_eval)
       if checkpointer:
         checkpointer.save_if_best(step, state, last_eval, _data_state(batches))
@@ -153,7 +153,7 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
   if evaluate is not None and (not last_eval or (stopped_early and eval_step != step)):
     # resumed at the last step (nothing ran), or stopped early: evaluate the final state
     last_eval = {f"eval/{k}": v for k, v in evaluate(state).items()}
-    if logger and stopped_early:
+    if logger and stopped_early and last_eval:
       logger.log(step, last_eval)
   if checkpointer is not None and stopped_early and step > int(checkpointer.latest_step() or -1):
     guard.check_params(step, state.params)

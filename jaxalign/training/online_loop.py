@@ -161,7 +161,8 @@ def _loop(run: RunConfig, algorithm: OnlineAlgorithm, config, context, state, pr
                                                  and done % run.loop.eval_every == 0)):
       held_out = {f"eval/{k}": v for k, v in
                   algorithm.evaluate(run, config, context, state).items()}
-      logger.log(done, held_out)
+      if held_out:  # an evaluator with nothing to measure (no answers) logs no row
+        logger.log(done, held_out)
       metrics = dict(metrics, **held_out)
     interrupted = stop.requested or checkpointer.reached_preemption(done)
     if (every and (done % every == 0 or done == steps)) or interrupted:

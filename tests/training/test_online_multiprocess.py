@@ -83,3 +83,20 @@ def test_two_process_online_dpo_refreshes_match_one_process(sft_and_rm, tmp_path
   assert "online/rm_loss" in refreshes[1] and refreshes[0]["online/pairs"] > 0
   _assert_same_rows(single, multi, ("online/", "train/loss", "train/rewards/", "train/logps/",
                                     "eval/"))
+
+
+def test_two_process_grpo_matches_one_process(sft_and_rm, tmp_path):
+  # Group sampling (one prefill, G samples per prompt), the gold reward scored on every host
+  # from the gathered rollout, group advantages, the k3 KL to an EMA reference, and two
+  # passes of two minibatches per rollout, on the two-process mesh.
+  settings = dict(MESH, **{"model.init_from": sft_and_rm["sft"], "loop.steps": 2,
+                           "loop.log_every": 1, "grpo.prompts_per_iteration": 16,
+                           "grpo.group_size": 4, "grpo.max_new_tokens": 12,
+                           "grpo.temperature": 0.8, "grpo.num_iterations": 2,
+                           "grpo.num_minibatches": 2, "grpo.kl_coef": 0.05,
+                           "grpo.ref_ema": 0.1, "optimizer.learning_rate": 1e-4,
+                           "optimizer.eps": 1e-3})
+  single, multi, outputs = _one_and_two_processes("grpo", tmp_path, settings)
+  assert "prompts:" in outputs[0] and "prompts:" not in outputs[1], "only process 0 prints"
+  assert len(single) == 2 and single[0]["rollout/kl"] == 0.0
+  _assert_same_rows(single, multi, ("rollout/", "grpo/"))
