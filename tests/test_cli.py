@@ -43,7 +43,7 @@ def test_unknown_loss_name(tmp_path, capsys):
 def test_demo_trainers_learn_on_the_synthetic_task(tmp_path):
   demo = DemoConfig(output_dir=str(tmp_path), sft_steps=150, rm_steps=80, dpo_steps=60,
                     num_eval_prompts=128, losses=(("dpo", 0.1),), online_dpo_steps=0,
-                    ppo_iterations=0)
+                    ppo_iterations=0, grpo_iterations=0)
   results = run_demo(demo)
   assert results["sft"]["explicit_rm_accuracy"] > 0.75  # chance is 0.5
   assert results["dpo"]["gold_reward"] > results["sft"]["gold_reward"] + 1.0

@@ -106,7 +106,7 @@ def _demo(args) -> int:
   if args.quick:
     demo = DemoConfig(output_dir=args.output_dir, seed=args.seed, sft_steps=40, rm_steps=20,
                       dpo_steps=20, num_eval_prompts=64, online_dpo_steps=20,
-                      ppo_iterations=5)
+                      ppo_iterations=5, verifiable_sft_steps=40, grpo_iterations=3)
   run_demo(demo)
   return 0
 
