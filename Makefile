@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo test test-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(VENV)/.base
 	$(BIN)/jaxalign demo
 
 test: $(VENV)/.test
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+test-all: $(VENV)/.test  # with the long end-to-end runs (@pytest.mark.slow)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:

@@ -1,6 +1,6 @@
 """Implicit (DPORM) vs explicit (EXRM) reward under distribution shift: Lin et al. 2024.
 
-Lin, Seto, ter Hoeve, Metcalf, Theobald, Wang, Zhang, Chen, Zhang, "On the Limited
+Lin, Seto, ter Hoeve, Metcalf, Theobald, Wang, Zhang, Huang, Zhang, "On the Limited
 Generalization Capability of the Implicit Reward Model Induced by Direct Preference
 Optimization" (EMNLP Findings 2024, arXiv 2409.03650). From one SFT reference and one
 preference dataset, a Bradley-Terry reward model (EXRM) and the implicit reward
@@ -28,6 +28,10 @@ synthetic task (a Markov language with a known gold reward; ``jaxalign.data.Synt
   (``online.labeller=reward_model``); gold reward of each refresh's samples
   (``online/gold_reward``) and of the final policy on held-out prompts. A loop whose samples
   all tie (a policy collapsed onto one response) ends there (``online.on_few_pairs=stop``).
+
+With the defaults: 3 sizes x 3 seeds x (SFT, RM, 4 DPO) + 6 online runs = 60 training runs,
+20-30 minutes on 2 shared CPU cores (most of it XLA compilation; seeds reuse the persistent
+compilation cache). Results and the comparison with the paper: docs/reproductions.md.
 
 Run: ``python -m experiments.implicit_vs_explicit_reward`` (``--quick`` for the test setting).
 """
@@ -61,7 +65,7 @@ LABELLER_TITLES = {"reward_model": "online DPO labelled by EXRM",
 class Config:
   sizes: tuple = (("small", 32, 1), ("medium", 64, 2), ("large", 128, 2))  # embed, layers
   seeds: tuple[int, ...] = (0, 1, 2)
-  betas: tuple[float, ...] = (0.03, 0.1, 0.3)
+  betas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
   sft_steps: int = 150
   sft_rows: int = 4096
   sft_learning_rate: float = 3e-3
@@ -158,6 +162,7 @@ def accuracies(models: dict, splits: dict, config: Config) -> dict:
 
 
 def summary(values) -> dict:
+  """Mean, 95% interval half-width (NaN for one seed) and the per-seed values."""
   values = [float(v) for v in values]
   mean, half = mean_interval(values) if len(values) > 1 else (values[0], float("nan"))
   return {"mean": float(mean), "ci95": float(half), "per_seed": values}
@@ -165,7 +170,7 @@ def summary(values) -> dict:
 
 def online_runs(trainer: Trainer, config: Config, models: dict, seed: int) -> dict:
   """Online DPO from the DPO policy at ``online_beta``, labelled by EXRM and by DPORM."""
-  size = dict((s[0], s) for s in config.sizes)[config.online_size]
+  size = {s[0]: s for s in config.sizes}[config.online_size]
   out = {}
   for labeller in LABELLERS:
     overrides = [
@@ -238,7 +243,33 @@ def summarise_online(config: Config, per_seed: list[dict], finals: list[dict]) -
   return out
 
 
+def summarise_size(config: Config, seeds: list[dict], validation: list[dict]):
+  """(validation, accuracy) entries of one model size: DPORM's beta is the best mean
+  validation accuracy; accuracies per split at that beta and at every beta, over seeds."""
+  mean_validation = {b: np.mean([v[b] for v in validation]) for b in config.betas}
+  chosen = max(config.betas, key=lambda b: mean_validation[b])
+  chosen_validation = {
+      "exrm": summary([v["rm"] for v in validation]),
+      "dporm_by_beta": {str(b): summary([v[b] for v in validation]) for b in config.betas},
+      "dporm_beta": chosen}
+  entry = {}
+  for split in SPLITS:
+    exrm = [s[split]["exrm"] for s in seeds]
+    dporm = {b: [s[split]["dporm"][b] for s in seeds] for b in config.betas}
+    entry[split] = {
+        "exrm_accuracy": summary(exrm),
+        "dporm_accuracy": dict(summary(dporm[chosen]), beta=chosen),
+        "dporm_accuracy_by_beta": {str(b): summary(v) for b, v in dporm.items()},
+        "exrm_minus_dporm": summary(np.subtract(exrm, dporm[chosen]))}
+  shifted = [np.subtract([s[split]["exrm"] for s in seeds],
+                         [s[split]["dporm"][chosen] for s in seeds]) for split in SPLITS[1:]]
+  entry["shifted_mean_exrm_minus_dporm"] = summary(np.mean(shifted, axis=0))
+  return chosen_validation, entry
+
+
 def run(config: Config = Config()) -> dict:
+  """Trains every size and seed, measures the four splits and the online loops; writes
+  ``numbers.json`` and ``figure.png`` under ``config.output_dir`` and returns the numbers."""
   start = time.time()
   task = SyntheticTask(SyntheticTaskConfig(seed=0))  # the runs' data.task_seed
   splits = test_splits(config, task)
@@ -262,26 +293,8 @@ def run(config: Config = Config()) -> dict:
              "params": params,
              "test_pairs": {split: len(rows) for split, rows in splits.items()}}
   for name, seeds in per_size.items():
-    mean_validation = {b: np.mean([v[b] for v in validation[name]]) for b in config.betas}
-    chosen = max(config.betas, key=lambda b: mean_validation[b])
-    numbers["validation"][name] = {
-        "exrm": summary([v["rm"] for v in validation[name]]),
-        "dporm_by_beta": {str(b): summary([v[b] for v in validation[name]])
-                          for b in config.betas},
-        "dporm_beta": chosen}
-    entry = {}
-    for split in SPLITS:
-      exrm = [s[split]["exrm"] for s in seeds]
-      dporm = {b: [s[split]["dporm"][b] for s in seeds] for b in config.betas}
-      entry[split] = {
-          "exrm_accuracy": summary(exrm),
-          "dporm_accuracy": dict(summary(dporm[chosen]), beta=chosen),
-          "dporm_accuracy_by_beta": {str(b): summary(v) for b, v in dporm.items()},
-          "exrm_minus_dporm": summary(np.subtract(exrm, dporm[chosen]))}
-    shifted = [np.subtract([s[split]["exrm"] for s in seeds],
-                           [s[split]["dporm"][chosen] for s in seeds]) for split in SPLITS[1:]]
-    entry["shifted_mean_exrm_minus_dporm"] = summary(np.mean(shifted, axis=0))
-    numbers["accuracy"][name] = entry
+    numbers["validation"][name], numbers["accuracy"][name] = summarise_size(
+        config, seeds, validation[name])
   numbers["online"] = summarise_online(config, online, finals) if online else None
   numbers["runtime_s"] = time.time() - start
   numbers["runtime_by_phase_s"] = trainer.seconds
@@ -291,54 +304,63 @@ def run(config: Config = Config()) -> dict:
 
 
 def plot(numbers: dict, config: Config):
+  """Accuracy bars per model size (top row) and the online loops' gold reward (bottom)."""
   plt = pyplot()
   sizes = list(numbers["accuracy"])
   figure = plt.figure(figsize=(5 * max(len(sizes), 2), 9), layout="constrained")
   grid = figure.add_gridspec(2, len(sizes))
-  positions = np.arange(len(SPLITS))
   for col, name in enumerate(sizes):
     ax = figure.add_subplot(grid[0, col])
-    entry = numbers["accuracy"][name]
-    bars = [("EXRM (reward model)", lambda s: entry[s]["exrm_accuracy"])]
-    bars += [(f"DPORM beta {b}" + (" (chosen)" if b == entry[SPLITS[0]]["dporm_accuracy"]
-                                   ["beta"] else ""),
-              lambda s, b=b: entry[s]["dporm_accuracy_by_beta"][str(b)]) for b in config.betas]
-    width = 0.8 / len(bars)
-    for index, (label, get) in enumerate(bars):
-      means = [get(s)["mean"] for s in SPLITS]
-      errors = [get(s)["ci95"] for s in SPLITS]
-      ax.bar(positions + index * width, means, width, yerr=errors, capsize=2, label=label)
-    ax.set_xticks(positions + 0.4 - width / 2, [s.replace("_", "\n") for s in SPLITS])
-    ax.set_ylim(0.4, 1.0)
-    ax.axhline(0.5, color="gray", lw=0.5)
-    ax.set_ylabel("pairwise accuracy vs gold labels")
-    ax.set_title(f"{name} ({numbers['params'][name] / 1e3:.0f}k params)")
+    _plot_accuracy(ax, numbers["accuracy"][name], config.betas)
+    ax.set_title(f"{name} ({numbers['params'][name] / 1e3:.0f}k params)\nDPORM beta chosen on "
+                 f"validation pairs: {numbers['validation'][name]['dporm_beta']}")
     if col == 0:
       ax.legend(fontsize=8, loc="lower left")
-  online = numbers["online"]
-  if online:
-    ax = figure.add_subplot(grid[1, :])
-    colors = {"reward_model": "tab:blue", "implicit": "tab:red"}
-    for labeller in LABELLERS:
-      curve = online[labeller]["gold_reward_per_refresh"]
-      for seed_curve in curve["per_seed"]:
-        ax.plot(range(len(seed_curve)), seed_curve, color=colors[labeller], alpha=0.3, lw=1)
-        if len(seed_curve) < len(curve["iteration"]):
-          ax.plot(len(seed_curve) - 1, seed_curve[-1], "x", color=colors[labeller], ms=8)
-      mean = [np.nan if m is None else m for m in curve["mean_over_running_seeds"]]
-      ax.plot(curve["iteration"], mean, "o-", color=colors[labeller], lw=2,
-              label=LABELLER_TITLES[labeller])
-    ax.axhline(online["sft"]["gold_reward"]["mean"], color="gray", ls=":",
-               label="SFT reference (held-out prompts)")
-    ax.set_xlabel(f"refresh (every {online['refresh_every']} DPO steps; "
-                  f"{config.online_prompts} prompts x {config.online_samples} samples each)")
-    ax.set_ylabel("gold reward of the refresh's samples")
-    ax.set_title(f"online DPO from the DPO policy (beta {online['beta']}, {online['size']}), "
-                 f"fixed SFT reference; thin: seeds, x: loop stopped (every sample pair tied)")
-    ax.legend(fontsize=8)
+  if numbers["online"]:
+    _plot_online(figure.add_subplot(grid[1, :]), numbers["online"], config)
   figure.suptitle("Lin et al. 2024: implicit (DPORM) vs explicit (EXRM) reward; bars: mean "
                   f"and 95% interval over {len(config.seeds)} seeds")
   return figure
+
+
+def _plot_accuracy(ax, entry: dict, betas) -> None:
+  """EXRM and DPORM at every beta, one group of bars per split."""
+  positions = np.arange(len(SPLITS))
+  bars = [("EXRM (reward model)", lambda s: entry[s]["exrm_accuracy"])]
+  bars += [(f"DPORM beta {b}", lambda s, b=b: entry[s]["dporm_accuracy_by_beta"][str(b)])
+           for b in betas]
+  width = 0.8 / len(bars)
+  for index, (label, get) in enumerate(bars):
+    means = [get(s)["mean"] for s in SPLITS]
+    errors = [get(s)["ci95"] for s in SPLITS]
+    ax.bar(positions + index * width, means, width, yerr=errors, capsize=2, label=label)
+  ax.set_xticks(positions + 0.4 - width / 2, [s.replace("_", "\n") for s in SPLITS])
+  ax.set_ylim(0.4, 1.0)
+  ax.axhline(0.5, color="gray", lw=0.5)
+  ax.set_ylabel("pairwise accuracy vs gold labels")
+
+
+def _plot_online(ax, online: dict, config: Config) -> None:
+  """Gold reward of each refresh's samples: thin lines per seed, thick the mean."""
+  colors = {"reward_model": "tab:blue", "implicit": "tab:red"}
+  for labeller in LABELLERS:
+    curve = online[labeller]["gold_reward_per_refresh"]
+    for seed_curve in curve["per_seed"]:
+      ax.plot(range(len(seed_curve)), seed_curve, color=colors[labeller], alpha=0.3, lw=1)
+      if len(seed_curve) < len(curve["iteration"]):
+        ax.plot(len(seed_curve) - 1, seed_curve[-1], "x", color=colors[labeller], ms=8)
+    mean = [np.nan if m is None else m for m in curve["mean_over_running_seeds"]]
+    ax.plot(curve["iteration"], mean, "o-", color=colors[labeller], lw=2,
+            label=LABELLER_TITLES[labeller])
+  ax.axhline(online["sft"]["gold_reward"]["mean"], color="gray", ls=":",
+             label="SFT reference (held-out prompts)")
+  ax.set_xlabel(f"refresh (every {online['refresh_every']} DPO steps; "
+                f"{config.online_prompts} prompts x {config.online_samples} samples each)")
+  ax.set_ylabel("gold reward of the refresh's samples")
+  ax.set_title(f"online DPO from the DPO policy (beta {online['beta']}, {online['size']}), "
+               "fixed SFT reference; thin: seeds; x: loop stopped (fewer untied pairs than a "
+               "batch: the policy collapsed)")
+  ax.legend(fontsize=8)
 
 
 def report(numbers: dict) -> str:
@@ -362,9 +384,9 @@ def report(numbers: dict) -> str:
                                                               if c is not None),
                    e["final_held_out"]["gold_reward"]["mean"],
                    e["final_held_out"]["kl"]["mean"], sum(e["stopped_early_per_seed"])])
-    text += ["", f"online DPO ({online['size']}, beta {online['beta']}); SFT held-out gold "
-             f"{online['sft']['gold_reward']['mean']:.3f}, DPO start "
-             f"{online['dpo_start']['gold_reward']['mean']:.3f}:",
+    text += ["", (f"online DPO ({online['size']}, beta {online['beta']}); SFT held-out gold "
+                  f"{online['sft']['gold_reward']['mean']:.3f}, DPO start "
+                  f"{online['dpo_start']['gold_reward']['mean']:.3f}:"),
              format_table(["loop", "gold @ refresh 0", "gold @ last refresh",
                            "final held-out gold", "final KL", "seeds stopped"], rows)]
   phases = ", ".join(f"{k} {v:.0f} s" for k, v in numbers["runtime_by_phase_s"].items())

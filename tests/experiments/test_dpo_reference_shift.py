@@ -14,6 +14,7 @@ that the two are close.
 import dataclasses
 
 import numpy as np
+import pytest
 
 from experiments import dpo_reference_shift as experiment
 
@@ -34,6 +35,7 @@ def test_covered_bigrams_are_those_of_the_training_pairs():
   assert set(zip(*np.nonzero(covered))) == expected
 
 
+@pytest.mark.slow  # 33 short training runs: 55-75 s alone on 2 cores
 def test_reduced_run(tmp_path):
   numbers = experiment.run(dataclasses.replace(experiment.QUICK, output_dir=str(tmp_path)))
   summary = numbers["summary"]["response_shift=1"]

@@ -1,18 +1,22 @@
 """Lin et al. 2024 on the synthetic task: implicit (DPORM) vs explicit (EXRM) reward.
 
-The reduced run (one small model, two seeds, one beta) asserts the structure of
-``numbers.json`` (the issue's public API), recomputes two of its accuracies by hand from the
-saved models and the gold labels, and asserts only what both the paper claims qualitatively
-and the full run shows (docs/reproductions.md): EXRM ranks held-out pairs at least as well as
-DPORM under every shift; online DPO labelled by EXRM ends with a higher gold reward than the
-same loop labelled by DPORM. Where the full run contradicts the paper (DPORM is worse in
-distribution too, not comparable) the test asserts what we measured.
+The reduced run (one 1 x 32 model, two seeds, one beta, 100 steps) checks the structure of
+``numbers.json`` (the issue's public API), recomputes one split's EXRM and DPORM accuracy by
+hand from the saved models and gold-labelled pairs, and asserts only what both the paper
+claims qualitatively and the full run shows (docs/reproductions.md; 3 sizes, 3 seeds, 4
+betas): EXRM ranks held-out pairs better than DPORM under every shift (every size and seed of
+the full run), and online DPO labelled by EXRM ends with a higher gold reward than the same
+loop labelled by DPORM (every seed). Where the full run contradicts the paper (DPORM is 7-10
+points worse in distribution too, not comparable) the test asserts what we measured. The
+full run's wider gap under response shift is not asserted: the reduced run does not show it.
 """
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import implicit_vs_explicit_reward as experiment
 from jaxalign.data import SyntheticTask, SyntheticTaskConfig
@@ -54,12 +58,14 @@ def _check_by_hand(numbers: dict, runs: str, config) -> None:
   assert abs(dporm - seed0["dporm_accuracy"]["per_seed"][0]) <= tolerance, dporm
 
 
+@pytest.mark.slow  # 20 short training runs: 65-85 s alone on 2 cores
 def test_reduced_run(tmp_path):
   config = dataclasses.replace(experiment.QUICK, output_dir=str(tmp_path / "out"),
                                runs_dir=str(tmp_path / "runs"))
-  numbers = experiment.run(config)
+  experiment.run(config)
   assert (tmp_path / "out" / "figure.png").exists()
-  assert (tmp_path / "out" / "numbers.json").exists()
+  numbers = json.loads((tmp_path / "out" / "numbers.json").read_text())
+  assert set(numbers["accuracy"]) == {"small"}
   accuracy = numbers["accuracy"]["small"]
   for split in experiment.SPLITS:
     for key in ("exrm_accuracy", "dporm_accuracy"):

@@ -18,6 +18,9 @@ import pytest
 
 from tests.parallel import processes
 
+# Each test launches three training processes: long end-to-end runs (make test-all).
+pytestmark = pytest.mark.slow
+
 MESH = {"mesh.data": 8}
 
 
