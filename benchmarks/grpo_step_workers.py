@@ -38,7 +38,7 @@ def make_prompts(path, n_prompts, prompt_len, vocab_size, eos_id, seed=4):
   np.save(path, rng.integers(0, vocab_size - 1, (n_prompts, prompt_len), dtype=np.int32))
 
 
-def hash_rewards(completion_ids) -> "numpy.ndarray":
+def hash_rewards(completion_ids):
   """A cheap reward that is a fixed function of the ids, the same on both sides: a position-
   weighted id sum mod 101, scaled to [0, 1]. float32 [B]."""
   import numpy as np
