@@ -4,6 +4,7 @@ weights; a tie counts as wrong."""
 
 import jax
 import numpy as np
+import pytest
 
 from jaxalign import data as D
 from jaxalign.eval import implicit_reward_accuracy, reward_model_accuracy
@@ -42,6 +43,7 @@ def _hand_accuracy(rows, reward):
   return float((wins * rows.weights).sum() / rows.weights.sum())
 
 
+@pytest.mark.slow  # a compile per sequence length: ~1 min
 def test_reward_model_accuracy_is_the_hand_count():
   params = reward_model_params(CONFIG, init_params(CONFIG, jax.random.key(0)), seed=3)
   score = lambda prompt, response: float(reward_scores(

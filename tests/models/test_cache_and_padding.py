@@ -119,6 +119,7 @@ def test_blocked_causal_attention_equals_full_attention(name):
   np.testing.assert_allclose(np.asarray(blocked)[real], np.asarray(full)[real], atol=1e-5)
 
 
+@pytest.mark.slow  # ~80 s of compiles
 def test_remat_keeps_blocked_attention_and_its_gradients():
   config = CONFIGS["llama"].replace(attention_block=32)
   params = init_params(config, jax.random.key(0))

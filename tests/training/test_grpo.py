@@ -155,6 +155,7 @@ def test_rloo_and_reinforce_pp_advantages_are_their_formulas(tmp_path):
                              atol=1e-4)
 
 
+@pytest.mark.slow  # three training subprocesses (PPO and DPO kill/resume stay in the fast set)
 def test_grpo_kill_and_resume_is_bit_identical(tmp_path):
   def command(out):
     return subprocess_runs.train_command("grpo", out, {

@@ -145,6 +145,7 @@ def _interrupted_at(status, stderr, code) -> int:
   return int(found.group(1))
 
 
+@pytest.mark.slow  # two training subprocesses and a rerun: ~2 min
 def test_sigterm_then_rerun_matches_an_uninterrupted_run(tmp_path):
   reference = tmp_path / "uninterrupted"
   subprocess_runs.run(command("dpo", reference, SIGNAL_RUN))
