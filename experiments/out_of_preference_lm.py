@@ -29,7 +29,8 @@ with the same ``ppo.kl_target``; their measured held-out KLs still differ somewh
 KL is not controlled at all. So each policy is read at one KL per seed, the smallest held-out
 KL of that seed's PPO runs, through mixtures: a per-prompt mixture ``t pi_1 + (1 - t) pi_2``
 has gold reward ``t G_1 + (1 - t) G_2`` and, KL being convex, a KL of at most ``t KL_1 +
-(1 - t) KL_2``, so every point on a chord between two policies is attainable (``frontier``).
+(1 - t) KL_2``, so every point on a chord between two policies is attainable (``frontier``:
+``jaxalign.eval.frontier.upper_frontier``).
 Every method is read on the upper concave hull of the reference and its own runs: a PPO run
 on its chord with the reference (exact for the run with the smallest KL, a mixture for the
 others), DPO on the hull of the reference and its whole sweep. Both readings are what
@@ -58,6 +59,7 @@ import numpy as np
 from experiments._common import cli_main, format_table, mean_interval, pyplot, write_results
 from jaxalign.config import RunConfig, load_config
 from jaxalign.eval import sample_and_score
+from jaxalign.eval.frontier import frontier_at as at_kl, upper_frontier as frontier
 from jaxalign.models import load_model
 from jaxalign.training.ppo_run import run_ppo
 from jaxalign.training.runs import run_training
@@ -205,34 +207,6 @@ def evaluate_seed(config: Config, seed: int, folders: dict) -> dict:
                                                            for h in history[-5:]]))
       out[name]["final_kl_coef"] = history[-1]["ppo/kl_coef"]
   return out
-
-
-def _turn(a, b, c) -> float:
-  """The cross product (b - a) x (c - a): > 0 when c lies left of (above) the line a -> b."""
-  return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-
-
-def frontier(points) -> np.ndarray:
-  """``[M, 2]`` (KL, gold) vertices of the upper concave hull of ``points``: the best gold
-  reward that mixtures of those policies attain at each KL.
-
-  A per-prompt mixture ``t pi_1 + (1 - t) pi_2`` has gold ``t G_1 + (1 - t) G_2`` and, KL
-  being convex, KL at most ``t KL_1 + (1 - t) KL_2``: every point on a chord is attainable.
-  """
-  hull = []
-  for point in sorted(map(tuple, points)):
-    while len(hull) >= 2 and _turn(hull[-2], hull[-1], point) >= 0:
-      hull.pop()  # hull[-1] lies on or below the chord from hull[-2] to point
-    hull.append(point)
-  return np.asarray(hull, np.float64)
-
-
-def at_kl(points, kl: float) -> float:
-  """The frontier of ``points`` at ``kl``, linear between vertices; NaN outside their KLs."""
-  vertices = frontier(points)
-  if not vertices[0, 0] <= kl <= vertices[-1, 0]:
-    return float("nan")
-  return float(np.interp(kl, vertices[:, 0], vertices[:, 1]))
 
 
 def _point(entry: dict, name: str) -> tuple[float, float]:

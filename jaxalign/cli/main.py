@@ -7,7 +7,8 @@ import os
 import sys
 
 REPRODUCTIONS = ("ipo_vs_dpo_bandit", "dpo_ood_drift", "out_of_preference", "dpo_reference_shift",
-                 "implicit_vs_explicit_reward", "out_of_preference_lm")
+                 "implicit_vs_explicit_reward", "out_of_preference_lm", "reward_kl_frontier",
+                 "online_spectrum", "ppo_key_factors")
 # XLA's memory-optimised CPU scheduler: ~19% lower peak memory for the DPO step at the same
 # speed (benchmarks/dpo_step.py); set before JAX starts unless the user chose a scheduler.
 CPU_SCHEDULER_FLAG = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"

@@ -23,17 +23,18 @@ def _sequence_logps(config, params, sequence, sequence_mask, response_mask, temp
                     response_mask, axis=1)
 
 
-def sample_and_score(config: TransformerConfig, params, ref_params, prompt_tokens,
-                     prompt_mask, rng, *, max_new_tokens: int, eos_id: int, pad_id: int = 0,
-                     gold_reward=None, reward_model=None, temperature: float = 1.0,
-                     batch_size: int = 128) -> dict[str, float]:
-  """Samples one response per prompt and reports its mean gold reward / RM score, the
-  sequence-level KL to the reference (mean of log pi_T - log pi_ref,T over the samples:
-  KL(pi_T || pi_ref,T), both sides at the sampling temperature T), and the mean response
-  length. ``temperature`` must be > 0."""
+def score_samples(config: TransformerConfig, params, ref_params, prompt_tokens, prompt_mask,
+                  rng, *, max_new_tokens: int, eos_id: int, pad_id: int = 0, gold_reward=None,
+                  reward_model=None, temperature: float = 1.0,
+                  batch_size: int = 128) -> dict[str, np.ndarray]:
+  """One sample per prompt; per-sample ``[B]`` float64 arrays: ``kl`` (log pi_T - log
+  pi_ref,T of the sample, both at the sampling temperature T: its mean is KL(pi_T ||
+  pi_ref,T) in nats per sequence), ``entropy`` (-log pi_T of the sample: its mean is the
+  policy's sequence entropy), ``length``, and ``gold_reward`` / ``rm_score`` when given.
+  ``reward_model`` is ``(config, params)``; ``temperature`` must be > 0."""
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0 to estimate a KL from samples, got {temperature}")
-  totals = {"kl": [], "length": [], "gold_reward": [], "rm_score": []}
+  totals = {"kl": [], "entropy": [], "length": [], "gold_reward": [], "rm_score": []}
   for start in range(0, prompt_tokens.shape[0], batch_size):
     tokens = prompt_tokens[start:start + batch_size]
     mask = prompt_mask[start:start + batch_size]
@@ -45,6 +46,7 @@ def sample_and_score(config: TransformerConfig, params, ref_params, prompt_token
     ref_logps = _sequence_logps(config, ref_params, out.sequence, out.sequence_mask,
                                 out.response_mask, temperature)
     totals["kl"].append(np.asarray(policy_logps - ref_logps))
+    totals["entropy"].append(-np.asarray(policy_logps))
     totals["length"].append(np.asarray(out.lengths))
     if gold_reward is not None:
       totals["gold_reward"].append(np.asarray(gold_reward(
@@ -53,4 +55,19 @@ def sample_and_score(config: TransformerConfig, params, ref_params, prompt_token
       rm_config, rm_params = reward_model
       totals["rm_score"].append(np.asarray(reward_scores(
           rm_config, rm_params, out.sequence, out.sequence_mask)))
-  return {k: float(np.concatenate(v).mean()) for k, v in totals.items() if v}
+  return {k: np.concatenate(v).astype(np.float64) for k, v in totals.items() if v}
+
+
+def sample_and_score(config: TransformerConfig, params, ref_params, prompt_tokens,
+                     prompt_mask, rng, *, max_new_tokens: int, eos_id: int, pad_id: int = 0,
+                     gold_reward=None, reward_model=None, temperature: float = 1.0,
+                     batch_size: int = 128) -> dict[str, float]:
+  """The means of ``score_samples``: one response per prompt, its mean gold reward / RM
+  score, the sequence-level KL to the reference (KL(pi_T || pi_ref,T), both sides at the
+  sampling temperature T), the policy's sequence entropy estimate and the mean response
+  length. ``temperature`` must be > 0."""
+  values = score_samples(config, params, ref_params, prompt_tokens, prompt_mask, rng,
+                         max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                         gold_reward=gold_reward, reward_model=reward_model,
+                         temperature=temperature, batch_size=batch_size)
+  return {k: float(v.mean()) for k, v in values.items()}
