@@ -211,9 +211,10 @@ class OnlineSpec:
   refresh_every: float = 1.0       # policy steps between fresh samples (inf: never)
   samples_per_prompt: int = 2      # k >= 2 responses per prompt
   pairs: Literal["best_worst", "all"] = "best_worst"
-  on_few_pairs: Literal["raise", "stop"] = "raise"  # a refresh with fewer pairs than one batch
-  #   (most samples tie: e.g. a policy collapsed onto one response): an error, or the run ends
-  #   there as a finished run (model/ and eval.json of the policy at that step)
+  on_few_pairs: Literal["raise", "stop"] = "raise"  # a refresh (or reward-model retraining)
+  #   with fewer pairs than one batch (most samples tie: e.g. a policy collapsed onto one
+  #   response): an error, or the run ends there as a finished run (model/ and eval.json of
+  #   the policy at that step)
   prompts_per_refresh: int = 64
   max_new_tokens: int = 24
   temperature: float = 1.0         # > 0 (at 0 every pair would be a tie)

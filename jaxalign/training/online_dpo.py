@@ -241,7 +241,7 @@ class OnlineRefresher:
     rng = np.asarray(jax.random.fold_in(jax.random.fold_in(to_host(state.rng), step), 7))
     metrics = {"online/iteration": float(iteration)}
     if iteration > 0 and online.rm_refresh_every and iteration % online.rm_refresh_every == 0:
-      state, rm_metrics = self._refresh_reward_model(state, jax.random.fold_in(rng, 1))
+      state, rm_metrics = self._refresh_reward_model(state, jax.random.fold_in(rng, 1), metrics)
       metrics.update(rm_metrics)
     prompts, tokens, masks = self._sample(state.params, jax.random.fold_in(rng, 2),
                                           online.prompts_per_refresh)
@@ -250,12 +250,7 @@ class OnlineRefresher:
     metrics.update({f"online/{k}": v for k, v in counts.items()})
     if self.gold_reward is not None:
       metrics["online/gold_reward"] = float(np.mean(self._gold(prompts, tokens, masks)))
-    if online.on_few_pairs == "stop" and counts["pairs"] < self.run.data.batch_size:
-      raise StopEarly(f"only {int(counts['pairs'])} pairs ({int(counts['ties_skipped'])} ties "
-                      f"skipped), fewer than one batch of data.batch_size="
-                      f"{self.run.data.batch_size} (online.on_few_pairs=stop)",
-                      dict(metrics, **{"online/stopped_early": 1.0}))
-    self._require_batch(counts, step, "online.prompts_per_refresh")
+    self._require_batch(counts, step, "online.prompts_per_refresh", metrics)
     if iteration > 0:
       state = self._update_reference(state)
     self.batches.batches = D.BatchIterator(self.make_rows(rows, state), self.run.data.batch_size,
@@ -346,22 +341,30 @@ class OnlineRefresher:
                                              self.prompt_rows.pad_id, self.config.eos_token_id)
     return rows, counts
 
-  def _require_batch(self, counts, step: int, key: str) -> None:
-    if counts["pairs"] < self.run.data.batch_size:
-      raise RuntimeError(f"step {step}: only {int(counts['pairs'])} pairs "
-                         f"({int(counts['ties_skipped'])} ties skipped), fewer than one batch "
-                         f"of data.batch_size={self.run.data.batch_size}: raise {key}"
-                         + (" (or set online.on_few_pairs=stop to end the run there)"
-                            if key == "online.prompts_per_refresh" else ""))
+  def _require_batch(self, counts, step: int, key: str, metrics: dict) -> None:
+    """At least one batch of pairs, else (``online.on_few_pairs``) an error naming ``key``
+    or ``StopEarly`` with ``metrics`` (policy and reward-model refreshes alike)."""
+    if counts["pairs"] >= self.run.data.batch_size:
+      return
+    few = (f"only {int(counts['pairs'])} pairs ({int(counts['ties_skipped'])} ties skipped), "
+           f"fewer than one batch of data.batch_size={self.run.data.batch_size}")
+    if self.run.online.on_few_pairs == "stop":
+      raise StopEarly(f"{few} ({key}; online.on_few_pairs=stop)",
+                      dict(metrics, **{"online/stopped_early": 1.0}))
+    raise RuntimeError(f"step {step}: {few}: raise {key} (or set online.on_few_pairs=stop "
+                       f"to end the run there)")
 
-  def _refresh_reward_model(self, state, rng):
+  def _refresh_reward_model(self, state, rng, metrics: dict):
     """``online.rm_refresh_steps`` Bradley-Terry steps on gold-labelled pairs of the current
-    policy's samples; the optimizer state carries over from refresh to refresh."""
+    policy's samples; the optimizer state carries over from refresh to refresh. Too few
+    pairs: as a policy refresh (``online.on_few_pairs``; ``metrics`` are the refresh's)."""
     online = self.run.online
     prompts, tokens, masks = self._sample(state.params, rng, online.rm_refresh_prompts)
     rows, counts = self._pairs(prompts, tokens, masks, self._gold(prompts, tokens, masks))
     step = int(to_host(state.step))
-    self._require_batch(counts, step, "online.rm_refresh_prompts")
+    self._require_batch(counts, step, "online.rm_refresh_prompts", dict(
+        metrics, **{"online/rm_refresh_pairs": counts["pairs"],
+                    "online/rm_refresh_ties_skipped": counts["ties_skipped"]}))
     params, opt_state = state.extras["rm_params"], state.extras["rm_opt_state"]
     # Every process holds each whole batch; each places the rows its devices own.
     batches = D.BatchIterator(rows, self.run.data.batch_size, seed=step)

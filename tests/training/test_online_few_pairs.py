@@ -50,3 +50,51 @@ def test_on_few_pairs_stop_ends_the_run_as_a_finished_run(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # A rerun of the same config finds it complete.
   assert run_training(run, progress=False) == pytest.approx(result)
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("tiny_rm")
+  run_training(load_config(RunConfig, None, [
+      "task=rm", f"output_dir={folder}", "model.embed_dim=32", "model.num_layers=1",
+      "data.batch_size=8", "data.num_train=16", "data.num_eval=16", "loop.steps=1",
+      "loop.checkpoint_every=0"]), progress=False)
+  return str(folder / "model")
+
+
+def _gold_ties(monkeypatch):
+  """Every gold score 0: a reward-model retraining's pairs all tie (the policy's pairs are
+  labelled by the reward model, so they do not)."""
+  from jaxalign.training.online_dpo import OnlineRefresher
+  monkeypatch.setattr(OnlineRefresher, "_gold",
+                      lambda self, prompts, tokens, masks: np.zeros(tokens.shape[0]))
+
+
+def _rm_ties(tmp_path, reward_model, *overrides):
+  return load_config(RunConfig, None, TIES[:-1] + [
+      f"output_dir={tmp_path}", "online.labeller=reward_model",
+      f"online.reward_model={reward_model}", "online.rm_refresh_every=1",
+      "online.rm_refresh_prompts=8", "online.rm_refresh_steps=1", *overrides])
+
+
+def test_too_few_reward_model_pairs_raise_naming_both_knobs(tmp_path, tiny_reward_model,
+                                                            monkeypatch):
+  _gold_ties(monkeypatch)
+  with pytest.raises(RuntimeError, match="raise online.rm_refresh_prompts .*on_few_pairs=stop"):
+    run_training(_rm_ties(tmp_path, tiny_reward_model), progress=False)
+
+
+def test_on_few_pairs_stop_also_covers_the_reward_model_retraining(tmp_path, tiny_reward_model,
+                                                                   monkeypatch):
+  _gold_ties(monkeypatch)
+  result = run_training(_rm_ties(tmp_path, tiny_reward_model, "online.on_few_pairs=stop"),
+                        progress=False)
+  with open(tmp_path / "metrics.jsonl") as f:
+    history = [json.loads(line) for line in f]
+  stopped = [h for h in history if "online/stopped_early" in h]
+  # the first retraining (refresh 1, step 3) forms no pair: the run ends there, trained 3 steps
+  assert len(stopped) == 1 and stopped[0]["step"] == 3, history
+  assert stopped[0]["online/rm_refresh_pairs"] == 0
+  assert stopped[0]["online/rm_refresh_ties_skipped"] == 8
+  assert max(h["step"] for h in history if "train/loss" in h) == 3
+  assert "eval/loss" in result and os.path.exists(tmp_path / "model")
