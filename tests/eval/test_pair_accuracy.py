@@ -58,6 +58,7 @@ def test_reward_model_accuracy_is_the_hand_count():
                                expected, atol=1e-6)
 
 
+@pytest.mark.slow  # per-length compiles of every sequence alone: make test-all
 def test_implicit_reward_accuracy_is_the_hand_count_for_any_beta():
   policy, ref = init_params(CONFIG, jax.random.key(1)), init_params(CONFIG, jax.random.key(2))
   rows = _rows()

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import _linear_bandit, _neural_bandit
 from experiments import out_of_preference as experiment
@@ -62,6 +63,7 @@ def test_newton_reaches_the_logistic_mle():
                              0.0, atol=1e-5)
 
 
+@pytest.mark.slow  # the four bandit settings' reduced runs: make test-all
 def test_reduced_run(tmp_path):
   numbers = experiment.run(dataclasses.replace(experiment.QUICK, output_dir=str(tmp_path)))
   settings = numbers["settings"]

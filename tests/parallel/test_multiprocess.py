@@ -27,6 +27,8 @@ import pytest
 from jaxalign.models import load_model
 from tests.parallel import processes
 
+pytestmark = pytest.mark.slow  # three launches of two processes: make test-all
+
 FIRST_STEPS, TOTAL_STEPS, EVERY = 6, 10, 3
 # Mesh of the first launch and of the single-process reference; the resumed launch uses
 # RESUME_MESH (a checkpoint restores onto any mesh shape).

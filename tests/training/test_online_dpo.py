@@ -37,7 +37,9 @@ def test_refresh_every_infinity_is_the_offline_trainer(sft_and_rm, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("labeller", ["reward_model", "gold"])
+@pytest.mark.parametrize("labeller", [
+    pytest.param("reward_model", marks=pytest.mark.slow),  # test_online_dpo_modes covers it
+    "gold"])
 def test_online_dpo_raises_gold_reward_with_bounded_kl(sft_and_rm, tmp_path, labeller):
   run_training(_config(sft_and_rm, tmp_path, "online-dpo", "loop.steps=30",
                        "online.refresh_every=10", f"online.labeller={labeller}",
@@ -57,6 +59,7 @@ def test_online_dpo_raises_gold_reward_with_bounded_kl(sft_and_rm, tmp_path, lab
   assert 0.0 < after["kl"] < 60.0
 
 
+@pytest.mark.slow  # three online DPO runs with RM refresh: make test-all
 def test_online_dpo_resume_matches_an_uninterrupted_run(sft_and_rm, tmp_path):
   common = ["online.refresh_every=5", "online.labeller=gold", "online.prompts_per_refresh=64",
             "loop.checkpoint_every=5", "online.rm_refresh_every=0"]

@@ -7,6 +7,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxalign.config import RunConfig, load_config
 from jaxalign.models import load_model
@@ -90,6 +91,7 @@ def test_ppo_raises_gold_reward_with_bounded_kl_and_adaptive_kl_tracks_target(
   assert np.isfinite(final["ppo/value_loss"])
 
 
+@pytest.mark.slow  # two full PPO runs and a killed one: make test-all
 def test_ppo_kill_and_resume_is_bit_identical(sft_and_rm, tmp_path):
   def command(out):
     return [sys.executable, "-m", "jaxalign.cli.main", "train", "ppo", "--no-progress",

@@ -104,6 +104,7 @@ def _ppo(random_models, **settings):
           **settings}
 
 
+@pytest.mark.slow  # online DPO and PPO diverging (DPO's case stays fast): make test-all
 def test_diverging_online_dpo_and_ppo_runs_stop_too(tmp_path, capsys, random_models):
   online = dict(TINY, **{"loop.steps": 12, "online.labeller": "gold",
                          "online.refresh_every": 4, "online.samples_per_prompt": 4,
@@ -168,6 +169,7 @@ def test_sigterm_then_rerun_matches_an_uninterrupted_run(tmp_path):
   assert train(metrics) == train(reference / "metrics.jsonl") == list(range(2, STEPS + 1, 2))
 
 
+@pytest.mark.slow  # a PPO run in a subprocess, stopped and rerun: make test-all
 def test_sigint_stops_ppo_with_a_checkpoint_and_a_rerun_finishes(tmp_path, random_models):
   settings = _ppo(random_models, **{"loop.steps": 40, "loop.checkpoint_every": 0})
   out = tmp_path / "ppo"
