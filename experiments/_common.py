@@ -150,11 +150,18 @@ def pyplot():
   return plt
 
 
-def cli_main(doc: str, default_config, quick_config, run, argv=None):
+def cli_main(doc: str, default_config, quick_config, run, argv=None,
+             compilation_cache: bool = False):
   """The command line every experiment shares: ``--quick`` (the tests' reduced setting) and
-  ``--output-dir``."""
+  ``--output-dir``. ``compilation_cache``: JAX's persistent cache on, as ``jaxalign
+  reproduce`` has it, down to small programs (the LM experiments' seeds reuse programs)."""
   import argparse
   import dataclasses
+  if compilation_cache:
+    from jaxalign.cli import runtime
+    runtime.enable_compilation_cache()
+    if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
   parser = argparse.ArgumentParser(description=doc.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="the reduced setting of the test")
   parser.add_argument("--output-dir", default=None)

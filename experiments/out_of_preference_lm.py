@@ -370,11 +370,7 @@ def report(numbers: dict) -> str:
 
 
 def main(argv=None):
-  from jaxalign.cli import runtime
-  runtime.enable_compilation_cache()  # as `jaxalign reproduce` does: seeds reuse programs
-  if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)  # small programs too
-  cli_main(__doc__, Config(), QUICK, run, argv)
+  cli_main(__doc__, Config(), QUICK, run, argv, compilation_cache=True)
 
 
 if __name__ == "__main__":
