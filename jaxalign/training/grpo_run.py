@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.config import RunConfig
-from jaxalign.parallel import on_mesh, shard_batch, shard_global_batch, shard_params, to_host
+from jaxalign.parallel import on_mesh, shard_global_batch, shard_params, to_host
 from jaxalign.rewards import evaluate_pass
 from jaxalign.training import online_loop, setup
 from jaxalign.training.grpo import grpo_update, make_group_experience, uses_reference
@@ -26,7 +26,6 @@ from jaxalign.training.metrics_log import to_floats
 from jaxalign.training.online_loop import OnlineAlgorithm
 from jaxalign.training.optim import make_optimizer
 from jaxalign.training.ppo import ema_reference, ema_update
-from jaxalign.training.rollout import sample_rollout
 from jaxalign.training.state import TrainState
 
 
@@ -59,15 +58,8 @@ def _prepare(run: RunConfig, config, mesh) -> dict:
 def grpo_iteration(run: RunConfig, config, context, state: TrainState, prompts, mesh=None):
   """One rollout of G samples per prompt and its updates: (state, metrics of floats)."""
   spec = run.grpo
-  tokens, prompt_mask = prompts.tokens, prompts.attention_mask
-  if mesh is not None:
-    tokens, prompt_mask = shard_batch((tokens, prompt_mask), mesh)
-  iteration = int(to_host(state.extras["iteration"]))
-  rng = np.asarray(jax.random.fold_in(to_host(state.rng), iteration))
-  rollout = sample_rollout(config, state.params["policy"], tokens, prompt_mask,
-                           jax.random.fold_in(rng, 0), max_new_tokens=spec.max_new_tokens,
-                           temperature=spec.temperature, eos_id=config.eos_token_id,
-                           top_k=spec.top_k, top_p=spec.top_p, num_samples=spec.group_size)
+  iteration, rng, rollout = online_loop.sample_iteration(config, spec, state, prompts, mesh,
+                                                         num_samples=spec.group_size)
   scored = rollout_rewards(context["reward"], prompts, rollout, group_size=spec.group_size,
                            eos_id=config.eos_token_id, max_new_tokens=spec.max_new_tokens,
                            mesh=mesh)
@@ -80,9 +72,7 @@ def grpo_iteration(run: RunConfig, config, context, state: TrainState, prompts, 
   state, history = grpo_update(config, spec, state, experience,
                                np.asarray(jax.random.fold_in(rng, 1)),
                                micro_batches=run.loop.micro_batches)
-  history = [to_floats(to_host(h)) for h in history]
-  for name in history[0]:
-    metrics[name] = float(np.mean([h[name] for h in history]))
+  metrics, history = online_loop.mean_history(metrics, history)
   metrics["grpo/first_step_ratio_mean"] = history[0]["grpo/ratio_mean"]
   metrics["rollout/samples"] = float(rollout.sequence.shape[0])
   ref = state.ref_params

@@ -29,13 +29,14 @@ from jaxalign.config import RunConfig, save_config
 from jaxalign.config.provenance import provenance
 from jaxalign.config.validate import resolve_run, validate_run
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh,
-                               param_placer, to_host)
+                               param_placer, shard_batch, to_host)
 from jaxalign.parallel.mesh import BATCH_AXES
 from jaxalign.training import run_dir, setup
 from jaxalign.training.compat import check_compatibility
 from jaxalign.training.guards import Interrupted, NanGuard, StopSignals, dump_json
-from jaxalign.training.metrics_log import MetricsLogger, truncate_log
+from jaxalign.training.metrics_log import MetricsLogger, to_floats, truncate_log
 from jaxalign.training.optim import learning_rate_schedule
+from jaxalign.training.rollout import sample_rollout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,3 +176,31 @@ def _loop(run: RunConfig, algorithm: OnlineAlgorithm, config, context, state, pr
       raise Interrupted(stop.signum or signal.SIGTERM, done, True)
   guard.check_params(steps, state.params)
   return state, metrics
+
+
+def sample_iteration(config, spec, state, prompts, mesh=None, num_samples: int = 1):
+  """The rollout an on-policy iteration starts from: the prompt batch placed on ``mesh``,
+  the iteration's key (``state.rng`` folded with ``state.extras["iteration"]``: a resumed
+  run draws the same samples), and ``spec``'s sampler settings (``max_new_tokens``,
+  ``temperature``, ``top_k``, ``top_p``). Returns ``(iteration, rng, rollout)``; the update
+  takes ``fold_in(rng, 1)``."""
+  tokens, prompt_mask = prompts.tokens, prompts.attention_mask
+  if mesh is not None:
+    tokens, prompt_mask = shard_batch((tokens, prompt_mask), mesh)
+  iteration = int(to_host(state.extras["iteration"]))
+  rng = np.asarray(jax.random.fold_in(to_host(state.rng), iteration))
+  rollout = sample_rollout(config, state.params["policy"], tokens, prompt_mask,
+                           jax.random.fold_in(rng, 0), max_new_tokens=spec.max_new_tokens,
+                           temperature=spec.temperature, eos_id=config.eos_token_id,
+                           top_k=spec.top_k, top_p=spec.top_p, num_samples=num_samples)
+  return iteration, rng, rollout
+
+
+def mean_history(metrics: dict, history: list) -> tuple[dict, list[dict]]:
+  """``(metrics, history)``: ``metrics`` with the mean over the update's steps of each
+  metric in ``history`` (per-step dicts of device values) added, and ``history`` as floats."""
+  history = [to_floats(to_host(h)) for h in history]
+  for name in history[0]:
+    metrics[name] = float(np.mean([h[name] for h in history]))
+  return metrics, history
+

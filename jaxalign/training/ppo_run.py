@@ -20,14 +20,13 @@ import numpy as np
 from jaxalign import data as D
 from jaxalign.config import RunConfig
 from jaxalign.models import ScalarHead
-from jaxalign.parallel import on_mesh, shard_batch, shard_params, to_host
+from jaxalign.parallel import on_mesh, shard_params, to_host
 from jaxalign.training import online_loop, setup
 from jaxalign.training.metrics_log import to_floats
 from jaxalign.training.online_loop import OnlineAlgorithm
 from jaxalign.training.optim import make_optimizer
 from jaxalign.training.ppo import (ema_reference, ema_update, kl_controller, make_experience,
                                    ppo_update)
-from jaxalign.training.rollout import sample_rollout
 from jaxalign.training.state import TrainState
 
 
@@ -74,15 +73,7 @@ def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_r
   (the whole batch on one process). Returns (state, metrics dict of floats)."""
   spec = run.ppo
   rm_config, rm_params = rm
-  tokens, prompt_mask = prompts.tokens, prompts.attention_mask
-  if mesh is not None:
-    tokens, prompt_mask = shard_batch((tokens, prompt_mask), mesh)
-  iteration = int(to_host(state.extras["iteration"]))
-  rng = np.asarray(jax.random.fold_in(to_host(state.rng), iteration))
-  rollout = sample_rollout(config, state.params["policy"], tokens, prompt_mask,
-                           jax.random.fold_in(rng, 0), max_new_tokens=spec.max_new_tokens,
-                           temperature=spec.temperature, eos_id=config.eos_token_id,
-                           top_k=spec.top_k, top_p=spec.top_p)
+  iteration, rng, rollout = online_loop.sample_iteration(config, spec, state, prompts, mesh)
   experience, _, metrics = make_experience(config, rm_config, spec, state.params,
                                            state.ref_params, rm_params, rollout,
                                            state.extras["kl_coef"])
@@ -92,9 +83,7 @@ def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_r
   state, history = ppo_update(config, spec, state, experience,
                               np.asarray(jax.random.fold_in(rng, 1)),
                               micro_batches=run.loop.micro_batches)
-  history = [to_floats(to_host(h)) for h in history]
-  for name in history[0]:
-    metrics[name] = float(np.mean([h[name] for h in history]))
+  metrics, history = online_loop.mean_history(metrics, history)
   metrics["ppo/first_minibatch_clip_fraction"] = history[0]["ppo/clip_fraction"]
   metrics["ppo/first_minibatch_ratio_mean"] = history[0]["ppo/ratio_mean"]
   # The controller reads the KL of the estimator the penalty uses (objective/kl).

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxalign.models import ScalarHead, Transformer, TransformerConfig, ValueModel
 from jaxalign.ops import entropy_from_logits, token_logprobs
+from jaxalign.training.forward import lm_head_weight
 from jaxalign.sampling import generate, truncated_logprobs
 
 
@@ -34,19 +35,27 @@ class Rollout:
   kept_counts: jax.Array | None = None  # [B, N] the sampler's support size (top-k / top-p)
 
 
+def _response_hidden(config: TransformerConfig, params, sequence, sequence_mask, P: int):
+  """Final hidden states ``[B, N, D]`` at the positions that score the response tokens."""
+  hidden = Transformer(config, output="hidden").apply(
+      {"params": params}, sequence, attention_mask=sequence_mask)  # [B, P + N, D]
+  return hidden[:, P - 1:-1]
+
+
 def response_logits(config: TransformerConfig, params, sequence, sequence_mask, P: int,
                     return_hidden: bool = False):
-  """Logits ``[B, N, V]`` that scored each response token (and the hidden states there)."""
-  out = Transformer(config).apply({"params": params}, sequence, attention_mask=sequence_mask,
-                                  return_hidden=return_hidden)
-  if return_hidden:
-    logits, hidden = out
-    return logits[:, P - 1:-1], hidden[:, P - 1:-1]
-  return out[:, P - 1:-1]
+  """Logits ``[B, N, V]`` that scored each response token (and the hidden states there).
+  The LM head runs on the N response positions only, never on the prompt's."""
+  hidden = _response_hidden(config, params, sequence, sequence_mask, P)
+  weight = lm_head_weight(config, params).astype(config.compute_dtype)
+  logits = jnp.einsum("BND,VD->BNV", hidden, weight, preferred_element_type=jnp.float32)
+  return (logits, hidden) if return_hidden else logits
 
 
 def response_logps(config, params, sequence, sequence_mask, P: int, temperature: float = 1.0):
-  """Log-probs ``[B, N]`` of the response tokens under ``params``."""
+  """Log-probs ``[B, N]`` of the response tokens under ``params`` (the head on the response
+  positions only). The same computation as the trainers' ``policy_logps(response_logits(...))``
+  so that a policy equal to its reference has a KL of exactly 0 and a first ratio of 1."""
   logits = response_logits(config, params, sequence, sequence_mask, P)
   return token_logprobs(logits, sequence[:, P:], temperature)
 
