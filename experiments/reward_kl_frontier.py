@@ -90,7 +90,8 @@ class Config:
 
 QUICK = Config(seeds=(0,), num_pairs=1024, sft_steps=150, rm_steps=80, offline_steps=60,
                dpo_betas=(0.1, 1.0), ipo_taus=(0.1, 1.0), ppo_iterations=12,
-               ppo_targets=(6.0,), ppo_fixed_coefs=(0.1,), online_steps=24, online_refresh_every=8, online_prompts=64,
+               ppo_targets=(6.0,), ppo_fixed_coefs=(0.1,), online_steps=24,
+               online_refresh_every=8, online_prompts=64,
                grpo_iterations=12, grpo_kl_coefs=(0.05,), best_of=(1, 4, 16),
                num_eval_prompts=256, output_dir="results/reward_kl_frontier_quick")
 
@@ -361,7 +362,8 @@ def report(numbers: dict) -> str:
   cell = lambda e: f"{e['mean']:.2f} +- {e['ci95']:.2f}" if np.isfinite(e["ci95"]) else (
       f"{e['mean']:.2f}")
   rows = [[name, p["method"], cell(p["gold_reward"]), cell(p["kl"]), cell(p["rm_score"]),
-           f"{p['entropy']['mean']:.1f}" if "entropy" in p else "-", f"{p['length']['mean']:.1f}", p["steps"],
+           f"{p['entropy']['mean']:.1f}" if "entropy" in p else "-",
+           f"{p['length']['mean']:.1f}", p["steps"],
            p.get("samples", 0)] for name, p in summary["policies"].items()]
   table = format_table(["policy", "method", "gold", "KL", "RM score", "entropy", "length",
                         "steps", "samples"], rows)
