@@ -72,6 +72,18 @@ def _run_config(folder: str, overrides: list[str]) -> RunConfig | None:
   return load_config(RunConfig, path, list(overrides))
 
 
+def _check_same_task(run: RunConfig, folders: dict[str, str]) -> None:
+  """Every folder that records a synthetic-task run trained on ``run``'s task (the gold
+  reward of another ``data.task_seed`` scores a different language)."""
+  for key, folder in folders.items():
+    theirs = _run_config(folder, [])
+    if (theirs is not None and theirs.data.source == "synthetic"
+        and theirs.data.task_seed != run.data.task_seed):
+      raise ConfigError(f"{key}={folder} trained on the synthetic task with data.task_seed="
+                        f"{theirs.data.task_seed}, the table scores data.task_seed="
+                        f"{run.data.task_seed}: every policy must come from the same task")
+
+
 def _write(path: str, rows: list[dict]) -> None:
   if path.lower().endswith(".csv"):
     keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -116,6 +128,8 @@ def run_frontier(entries: list[str], reference_dir: str | None, reward_model: st
     tokens, mask = next(batches(encoded, tokenizer.pad_id, len(encoded)))[1:]
     pad_id, eos_id = tokenizer.pad_id, tokenizer.eos_id
   elif run is not None and run.data.source == "synthetic":
+    _check_same_task(run, {"--reference": reference_dir, **{
+        f"--frontier {name}": folder for name, folder in folders.items()}})
     task = setup.synthetic_task(run)
     prompts = task.prompt_rows(run.data.num_eval, seed=99)  # as `jaxalign eval` samples
     batch = prompts.batch(np.arange(len(prompts)), prompts.max_length)

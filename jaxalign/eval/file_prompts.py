@@ -14,7 +14,6 @@ sampling temperature), the reward model's score of both samples, and the policy'
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -23,9 +22,8 @@ import numpy as np
 from jaxalign import data as D
 from jaxalign.data.files import JSONL_SUFFIXES, PARQUET_SUFFIXES
 from jaxalign.data.tokenization import encode_prompt
-from jaxalign.eval.policy_eval import _sequence_logps
+from jaxalign.eval.policy_eval import _sequence_logps, sequence_scores
 from jaxalign.sampling import generate
-from jaxalign.training.forward import reward_scores
 
 
 def read_prompts(path: str) -> list:
@@ -92,11 +90,6 @@ def sample_rows(config, params, prompt_ids, tokenizer, rng, *, max_new_tokens: i
   return results
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _scores(config, params, sequence, mask):
-  return reward_scores(config, params, sequence, mask)
-
-
 def compare_to_reference(config, params, ref_params, prompt_ids, tokenizer, rng, *,
                          max_new_tokens: int, temperature: float = 1.0, reward_model=None,
                          batch_size: int = 32) -> tuple[dict, list[dict]]:
@@ -121,9 +114,9 @@ def compare_to_reference(config, params, ref_params, prompt_ids, tokenizer, rng,
              "reference_length": np.asarray(theirs.lengths)[:n]}
     if reward_model is not None:
       rm_config, rm_params = reward_model
-      batch["rm_score"] = np.asarray(_scores(rm_config, rm_params, ours.sequence,
+      batch["rm_score"] = np.asarray(sequence_scores(rm_config, rm_params, ours.sequence,
                                              ours.sequence_mask))[:n]
-      batch["reference_rm_score"] = np.asarray(_scores(rm_config, rm_params, theirs.sequence,
+      batch["reference_rm_score"] = np.asarray(sequence_scores(rm_config, rm_params, theirs.sequence,
                                                        theirs.sequence_mask))[:n]
     for name, values in batch.items():
       columns[name].append(values)

@@ -16,16 +16,14 @@ scores are distinct, an upper bound otherwise: Beirami et al. 2024, arXiv 2401.0
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxalign.eval.policy_eval import score_samples
+from jaxalign.eval.policy_eval import score_samples, sequence_scores
 from jaxalign.sampling import generate
-from jaxalign.training.forward import reward_scores
 
 REFERENCE = "reference"
 METRICS = ("gold_reward", "rm_score", "kl", "entropy", "length")
@@ -106,11 +104,6 @@ def frontier_table(config, policies: dict, ref_params, prompt_tokens, prompt_mas
   return mark_frontier(rows, "gold_reward" if gold_reward is not None else "rm_score")
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _scores(config, params, sequence, mask):
-  return reward_scores(config, params, sequence, mask)
-
-
 def best_of_n(config, ref_params, prompt_tokens, prompt_mask, rng, reward_model, ns, *,
               max_new_tokens: int, eos_id: int, pad_id: int = 0, gold_reward=None,
               temperature: float = 1.0, batch_size: int = 16) -> list[dict]:
@@ -132,7 +125,7 @@ def best_of_n(config, ref_params, prompt_tokens, prompt_mask, rng, reward_model,
                    max_new_tokens=max_new_tokens, temperature=temperature, eos_id=eos_id,
                    pad_id=pad_id, return_sequence=True, num_samples=group)
     shape = (tokens.shape[0], group)
-    columns["rm_score"].append(np.asarray(_scores(rm_config, rm_params, out.sequence,
+    columns["rm_score"].append(np.asarray(sequence_scores(rm_config, rm_params, out.sequence,
                                                   out.sequence_mask)).reshape(shape))
     columns["length"].append(np.asarray(out.lengths).reshape(shape))
     if gold_reward is not None:

@@ -23,6 +23,12 @@ def _sequence_logps(config, params, sequence, sequence_mask, response_mask, temp
                     response_mask, axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
+def sequence_scores(config, params, sequence, mask):
+  """Reward-model scores ``[B]`` of whole sequences (jitted ``reward_scores``)."""
+  return reward_scores(config, params, sequence, mask)
+
+
 def score_samples(config: TransformerConfig, params, ref_params, prompt_tokens, prompt_mask,
                   rng, *, max_new_tokens: int, eos_id: int, pad_id: int = 0, gold_reward=None,
                   reward_model=None, temperature: float = 1.0,

@@ -203,8 +203,14 @@ class Transformer(nn.Module):
   def _logits(self, hidden, embed):
     cfg = self.config
     if cfg.tie_embeddings:
-      weight = embed.astype(cfg.compute_dtype)  # [V, D]
+      weight = embed  # [V, D]
     else:
-      weight = self.param("lm_head", _init, (cfg.vocab_size, cfg.embed_dim),
-                          cfg.weights_dtype).astype(cfg.compute_dtype)
-    return jnp.einsum("BTD,VD->BTV", hidden, weight, preferred_element_type=jnp.float32)
+      weight = self.param("lm_head", _init, (cfg.vocab_size, cfg.embed_dim), cfg.weights_dtype)
+    return lm_head(cfg, hidden, weight)
+
+
+def lm_head(cfg: TransformerConfig, hidden, weight) -> jax.Array:
+  """Logits ``[..., V]`` (float32) of ``hidden [..., D]`` under the ``[V, D]`` output
+  projection, the matmul in ``cfg``'s compute dtype."""
+  return jnp.einsum("...D,VD->...V", hidden, weight.astype(cfg.compute_dtype),
+                    preferred_element_type=jnp.float32)

@@ -203,4 +203,3 @@ def mean_history(metrics: dict, history: list) -> tuple[dict, list[dict]]:
   for name in history[0]:
     metrics[name] = float(np.mean([h[name] for h in history]))
   return metrics, history
-

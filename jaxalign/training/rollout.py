@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxalign.models import ScalarHead, Transformer, TransformerConfig, ValueModel
+from jaxalign.models.transformer import lm_head
 from jaxalign.ops import entropy_from_logits, token_logprobs
-from jaxalign.training.forward import lm_head_weight
 from jaxalign.sampling import generate, truncated_logprobs
+from jaxalign.training.forward import lm_head_weight
 
 
 @flax.struct.dataclass
@@ -47,8 +48,7 @@ def response_logits(config: TransformerConfig, params, sequence, sequence_mask, 
   """Logits ``[B, N, V]`` that scored each response token (and the hidden states there).
   The LM head runs on the N response positions only, never on the prompt's."""
   hidden = _response_hidden(config, params, sequence, sequence_mask, P)
-  weight = lm_head_weight(config, params).astype(config.compute_dtype)
-  logits = jnp.einsum("BND,VD->BNV", hidden, weight, preferred_element_type=jnp.float32)
+  logits = lm_head(config, hidden, lm_head_weight(config, params))
   return (logits, hidden) if return_hidden else logits
 
 

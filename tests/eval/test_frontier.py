@@ -6,6 +6,7 @@ end to end (table rows, CSV, one-line errors before any weights load)."""
 import csv
 import itertools
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -120,8 +121,13 @@ def runs(tmp_path_factory):
   train("rm", "task=rm", "loop.steps=3", f"model.init_from={sft}")
   train("dpo", "task=dpo", "loop.steps=3", f"model.init_from={sft}",
         "optimizer.learning_rate=1e-2")
+  # the DPO policy's folder as if trained on another synthetic language
+  other = root / "other" / "model"
+  shutil.copytree(root / "dpo" / "model", other)
+  recorded = other / "run_config.yaml"
+  recorded.write_text(recorded.read_text().replace("task_seed: 0", "task_seed: 3"))
   return {"sft": sft, "rm": str(root / "rm" / "model"), "dpo": str(root / "dpo" / "model"),
-          "root": root}
+          "other": str(other), "root": root}
 
 
 def test_cli_frontier_table(runs, tmp_path):
@@ -153,12 +159,13 @@ def test_cli_frontier_table(runs, tmp_path):
     (["--frontier", "a=DPO", "a=DPO", "--reference", "SFT"], "two policies are called 'a'"),
     (["--frontier", "DPO", "--reference", "RM"], "--reference"),
     (["--frontier", "DPO", "--reference", "SFT", "--reward-model", "DPO"], "--reward-model"),
+    (["--frontier", "DPO", "o=OTHER", "--reference", "SFT"], "data.task_seed=3"),
 ])
 def test_cli_frontier_errors(runs, args, message, capsys):
   from jaxalign.cli.main import main
-  names = {"DPO": runs["dpo"], "SFT": runs["sft"], "RM": runs["rm"]}
-  args = [a.replace("DPO", names["DPO"]) if a.endswith("DPO") else names.get(a, a)
-          for a in args]
+  names = {"DPO": runs["dpo"], "SFT": runs["sft"], "RM": runs["rm"], "OTHER": runs["other"]}
+  named = lambda a: a.split("=")[0] + "=" + names[a.split("=")[1]]
+  args = [named(a) if "=" in a else names.get(a, a) for a in args]
   assert main(["eval", *args]) == 2
   error = capsys.readouterr().err.strip().splitlines()[-1]
   assert error.startswith("jaxalign: error:") and message in error, error
