@@ -81,7 +81,7 @@ def test_reduced_run(tmp_path):
   assert list(summary["policies"]) == names
   for name in names:
     for key in ("held_out", "preference"):
-      assert set(per_seed[name][key]) == {"gold_reward", "kl", "rm_score", "length"}
+      assert set(per_seed[name][key]) == {"gold_reward", "kl", "rm_score", "length", "entropy"}
       assert all(np.isfinite(v) for v in per_seed[name][key].values()), (name, key)
   assert per_seed[experiment.REFERENCE]["held_out"]["kl"] == pytest.approx(0.0, abs=1e-4)
   matched = summary["matched_kl"]
