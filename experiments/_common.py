@@ -123,6 +123,47 @@ def mean_sem(x, axis: int = 0):
   return x.mean(axis=axis), x.std(axis=axis, ddof=1) / np.sqrt(x.shape[axis])
 
 
+def seed_stat(values) -> dict:
+  """``{"mean", "ci95", "seeds"}`` of one metric over seeds (``ci95`` NaN for one seed)."""
+  values = np.asarray(values, np.float64)
+  mean, half = mean_interval(values) if len(values) > 1 else (values.mean(), np.nan)
+  return {"mean": float(mean), "ci95": float(half), "seeds": values.tolist()}
+
+
+def run_seeds(config, seed_fn: Callable, summarise: Callable, plot: Callable,
+              report: Callable) -> dict:
+  """The LM experiments' driver: ``seed_fn(config, seed)`` for every seed (timed),
+  ``summarise(config, per_seed)``, ``numbers.json`` and ``plot(summary, config)`` under
+  ``config.output_dir``, ``report(numbers)`` printed; returns the numbers."""
+  import dataclasses
+  import time
+  start = time.time()
+  per_seed, timings = {}, {}
+  for seed in config.seeds:
+    begin = time.time()
+    per_seed[seed] = seed_fn(config, seed)
+    timings[seed] = time.time() - begin
+  summary = summarise(config, per_seed)
+  numbers = {"config": dataclasses.asdict(config), "summary": summary,
+             "per_seed": {str(s): v for s, v in per_seed.items()},
+             "seed_runtime_s": {str(s): t for s, t in timings.items()},
+             "runtime_s": time.time() - start}
+  numbers["output_dir"] = write_results(config.output_dir, numbers, plot(summary, config))
+  print(report(numbers))
+  return numbers
+
+
+def replot(output_dir: str, config_cls, draw: Callable) -> None:
+  """Redraws ``output_dir/figure.png`` from its ``numbers.json``: ``draw(numbers, config)``
+  returns the figure, ``config`` rebuilt as ``config_cls`` (lists back to tuples)."""
+  with open(os.path.join(output_dir, "numbers.json")) as f:
+    numbers = json.load(f)
+  config = config_cls(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in numbers["config"].items()})
+  draw(numbers, config).savefig(os.path.join(output_dir, "figure.png"), dpi=120,
+                                bbox_inches="tight")
+
+
 def format_table(headers: list[str], rows: list[list]) -> str:
   """A fixed-width text table; floats with 3 decimals."""
   cell = lambda v: f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v)

@@ -59,7 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import cli_main, format_table, mean_interval, pyplot, write_results
+from experiments._common import (cli_main, format_table, mean_interval, pyplot, write_results,
+                                 replot as common_replot)
 from jaxalign.config import RunConfig, load_config
 from jaxalign.eval import sample_and_score
 from jaxalign.models import load_model
@@ -340,12 +341,7 @@ def plot(summaries: dict, config: Config):
 
 def replot(output_dir: str) -> None:
   """Redraws ``output_dir/figure.png`` from its ``numbers.json``."""
-  with open(os.path.join(output_dir, "numbers.json")) as f:
-    numbers = json.load(f)
-  config = Config(**{k: tuple(v) if isinstance(v, list) else v
-                     for k, v in numbers["config"].items()})
-  plot(numbers["summary"], config).savefig(os.path.join(output_dir, "figure.png"), dpi=120,
-                                           bbox_inches="tight")
+  common_replot(output_dir, Config, lambda numbers, config: plot(numbers["summary"], config))
 
 
 def run(config: Config = Config()) -> dict:

@@ -50,12 +50,12 @@ import dataclasses
 import json
 import math
 import os
-import time
 
 import jax
 import numpy as np
 
-from experiments._common import cli_main, format_table, mean_interval, pyplot, write_results
+from experiments._common import (cli_main, format_table, pyplot, run_seeds,
+                                 seed_stat, replot as common_replot)
 from jaxalign.config import RunConfig, load_config
 from jaxalign.eval import sample_and_score
 from jaxalign.models import load_model
@@ -259,18 +259,12 @@ def evaluate_seed(config: Config, seed: int, folders: dict) -> dict:
   return out
 
 
-def _stat(values) -> dict:
-  values = np.asarray(values, np.float64)
-  mean, half = mean_interval(values) if len(values) > 1 else (values.mean(), np.nan)
-  return {"mean": float(mean), "ci95": float(half), "seeds": values.tolist()}
-
-
 def summarise(config: Config, per_seed: dict) -> dict:
   seeds = list(per_seed)
   out = {"policies": {}}
   for name in [REFERENCE, *policy_names(config)]:
     keys = [k for k, v in per_seed[seeds[0]][name].items() if isinstance(v, (int, float))]
-    out["policies"][name] = {k: _stat([per_seed[s][name][k] for s in seeds]) for k in keys}
+    out["policies"][name] = {k: seed_stat([per_seed[s][name][k] for s in seeds]) for k in keys}
   gold = lambda name: np.array(out["policies"][name]["gold_reward"]["seeds"])
   above = lambda a, b: int(np.sum(gold(a) > gold(b)))
   frozen = [cell_name(e, 0) for e in config.refresh_every]
@@ -280,7 +274,7 @@ def summarise(config: Config, per_seed: dict) -> dict:
       out["paired"][f"{cell_name(every, rm)} above frozen"] = above(cell_name(every, rm),
                                                                    cell_name(every, 0))
   out["paired"]["seeds"] = len(seeds)
-  out["reward model eval accuracy"] = _stat([per_seed[s]["reward model eval accuracy"]
+  out["reward model eval accuracy"] = seed_stat([per_seed[s]["reward model eval accuracy"]
                                              for s in seeds])
   return out
 
@@ -331,30 +325,12 @@ def plot(summary: dict, config: Config):
 
 def replot(output_dir: str) -> None:
   """Redraws ``output_dir/figure.png`` from its ``numbers.json``."""
-  with open(os.path.join(output_dir, "numbers.json")) as f:
-    numbers = json.load(f)
-  config = Config(**{k: tuple(v) if isinstance(v, list) else v
-                     for k, v in numbers["config"].items()})
-  plot(numbers["summary"], config).savefig(os.path.join(output_dir, "figure.png"), dpi=120,
-                                           bbox_inches="tight")
+  common_replot(output_dir, Config, lambda numbers, config: plot(numbers["summary"], config))
 
 
 def run(config: Config = Config()) -> dict:
-  start = time.time()
-  per_seed, timings = {}, {}
-  for seed in config.seeds:
-    begin = time.time()
-    folders = train_seed(config, seed)
-    per_seed[seed] = evaluate_seed(config, seed, folders)
-    timings[seed] = time.time() - begin
-  summary = summarise(config, per_seed)
-  numbers = {"config": dataclasses.asdict(config), "summary": summary,
-             "per_seed": {str(s): v for s, v in per_seed.items()},
-             "seed_runtime_s": {str(s): t for s, t in timings.items()},
-             "runtime_s": time.time() - start}
-  numbers["output_dir"] = write_results(config.output_dir, numbers, plot(summary, config))
-  print(report(numbers))
-  return numbers
+  seed_fn = lambda config, seed: evaluate_seed(config, seed, train_seed(config, seed))
+  return run_seeds(config, seed_fn, summarise, plot, report)
 
 
 COLUMNS = ("gold_reward", "kl", "rm_score", "length", "gold_labels", "policy_samples",

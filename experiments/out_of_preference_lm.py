@@ -51,12 +51,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 
 import jax
 import numpy as np
 
-from experiments._common import cli_main, format_table, mean_interval, pyplot, write_results
+from experiments._common import (cli_main, format_table, pyplot, run_seeds,
+                                 seed_stat)
 from jaxalign.config import RunConfig, load_config
 from jaxalign.eval import sample_and_score
 from jaxalign.eval.frontier import frontier_at as at_kl, upper_frontier as frontier
@@ -226,31 +226,25 @@ def matched_seed(config: Config, entry: dict) -> dict:
   return out
 
 
-def _stat(values) -> dict:
-  values = np.asarray(values, np.float64)
-  mean, half = mean_interval(values) if len(values) > 1 else (values.mean(), np.nan)
-  return {"mean": float(mean), "ci95": float(half), "seeds": values.tolist()}
-
-
 def summarise(config: Config, per_seed: dict) -> dict:
   seeds = list(per_seed)
   out = {"policies": {}}
   for name in [REFERENCE, *dpo_names(config), *ppo_names(config)]:
     out["policies"][name] = {
-        f"{key}/{metric}": _stat([per_seed[s][name][key][metric] for s in seeds])
+        f"{key}/{metric}": seed_stat([per_seed[s][name][key][metric] for s in seeds])
         for key in ("held_out", "preference")
         for metric in ("gold_reward", "kl", "rm_score", "length")}
   for name in ppo_names(config):
     for metric in ("train_rollout_kl_last5", "final_kl_coef"):
-      out["policies"][name][metric] = _stat([per_seed[s][name][metric] for s in seeds])
+      out["policies"][name][metric] = seed_stat([per_seed[s][name][metric] for s in seeds])
   matched = [matched_seed(config, per_seed[s]) for s in seeds]
-  out["matched_kl"] = {k: _stat([m[k] for m in matched]) for k in matched[0]}
+  out["matched_kl"] = {k: seed_stat([m[k] for m in matched]) for k in matched[0]}
   gold = {k: out["matched_kl"][k]["seeds"] for k in matched[0]}
   above = lambda a, b: int(sum(x > y for x, y in zip(gold[a], gold[b])))
   out["paired"] = {**{f"{n} above DPO": above(n, "DPO (frontier)") for n in ppo_names(config)},
                    **{f"{n} above RMB-PO": above(n, "RMB-PO") for n in ppo_names(config)[1:]},
                    "seeds": len(seeds)}
-  out["reward model eval accuracy"] = _stat([per_seed[s]["reward model eval accuracy"]
+  out["reward model eval accuracy"] = seed_stat([per_seed[s]["reward model eval accuracy"]
                                              for s in seeds])
   return out
 
@@ -332,21 +326,8 @@ def plot(summary: dict, config: Config):
 
 
 def run(config: Config = Config()) -> dict:
-  start = time.time()
-  per_seed, timings = {}, {}
-  for seed in config.seeds:
-    begin = time.time()
-    folders = train_seed(config, seed)
-    per_seed[seed] = evaluate_seed(config, seed, folders)
-    timings[seed] = time.time() - begin
-  summary = summarise(config, per_seed)
-  numbers = {"config": dataclasses.asdict(config), "summary": summary,
-             "per_seed": {str(s): v for s, v in per_seed.items()},
-             "seed_runtime_s": {str(s): t for s, t in timings.items()},
-             "runtime_s": time.time() - start}
-  numbers["output_dir"] = write_results(config.output_dir, numbers, plot(summary, config))
-  print(report(numbers))
-  return numbers
+  seed_fn = lambda config, seed: evaluate_seed(config, seed, train_seed(config, seed))
+  return run_seeds(config, seed_fn, summarise, plot, report)
 
 
 def report(numbers: dict) -> str:

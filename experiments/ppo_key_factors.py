@@ -64,7 +64,8 @@ import time
 import jax
 import numpy as np
 
-from experiments._common import cli_main, format_table, mean_interval, pyplot, write_results
+from experiments._common import (cli_main, format_table, pyplot, seed_stat,
+                                 write_results, replot as common_replot)
 from experiments.out_of_preference_lm import at_kl
 from jaxalign.config import RunConfig, load_config
 from jaxalign.eval import sample_and_score
@@ -321,12 +322,6 @@ def matched_seed(config: Config, entry: dict) -> dict:
   return out
 
 
-def _stat(values) -> dict:
-  values = np.asarray(values, np.float64)
-  mean, half = mean_interval(values) if len(values) > 1 else (values.mean(), np.nan)
-  return {"mean": float(mean), "ci95": float(half), "seeds": values.tolist()}
-
-
 POLICY_METRICS = ("gold_reward", "kl", "rm_score", "length", "entropy")
 
 
@@ -339,9 +334,9 @@ def summarise(config: Config, per_seed: dict) -> dict:
   out = {"policies": {}}
   for name in policy_names(config):
     metrics = [m for m in POLICY_METRICS if m in per_seed[seeds[0]][name]]
-    out["policies"][name] = {m: _stat([per_seed[s][name][m] for s in seeds]) for m in metrics}
+    out["policies"][name] = {m: seed_stat([per_seed[s][name][m] for s in seeds]) for m in metrics}
   matched = [matched_seed(config, per_seed[s]) for s in seeds]
-  out["matched_kl"] = {k: _stat([m[k] for m in matched]) for k in matched[0]}
+  out["matched_kl"] = {k: seed_stat([m[k] for m in matched]) for k in matched[0]}
   gold = lambda name: [per_seed[s][name]["gold_reward"] for s in seeds]
   kl = lambda name: [per_seed[s][name]["kl"] for s in seeds]
   above = lambda a, b, values: int(sum(x > y for x, y in zip(values(a), values(b))))
@@ -359,7 +354,7 @@ def summarise(config: Config, per_seed: dict) -> dict:
     out["paired"][f"matched KL: {after} above {before}"] = above(after, before, at_matched)
   for name in (DPO, DPO_ITER, names[3]):
     out["paired"][f"gold: {name} above SFT"] = above(name, REFERENCE, gold)
-  out["reward model eval accuracy"] = _stat([per_seed[s]["reward model eval accuracy"]
+  out["reward model eval accuracy"] = seed_stat([per_seed[s]["reward model eval accuracy"]
                                              for s in seeds])
   out["compute"] = compute(config)
   return out
@@ -442,12 +437,8 @@ def plot(summary: dict, per_seed: dict, config: Config):
 
 def replot(output_dir: str) -> None:
   """Redraws ``output_dir/figure.png`` from its ``numbers.json``."""
-  with open(os.path.join(output_dir, "numbers.json")) as f:
-    numbers = json.load(f)
-  config = Config(**{k: tuple(v) if isinstance(v, list) else v
-                     for k, v in numbers["config"].items()})
-  plot(numbers["summary"], numbers["per_seed"], config).savefig(
-      os.path.join(output_dir, "figure.png"), dpi=120, bbox_inches="tight")
+  common_replot(output_dir, Config, lambda numbers, config: plot(
+      numbers["summary"], numbers["per_seed"], config))
 
 
 def run(config: Config = Config()) -> dict:

@@ -43,12 +43,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 
 import jax
 import numpy as np
 
-from experiments._common import cli_main, format_table, mean_interval, pyplot, write_results
+from experiments._common import (cli_main, format_table, mean_interval, pyplot, run_seeds)
 from jaxalign.config import RunConfig, load_config
 from jaxalign.eval import best_of_n, frontier_at, frontier_table, upper_frontier
 from jaxalign.models import load_model
@@ -341,20 +340,7 @@ def plot(summary: dict, config: Config):
 
 
 def run(config: Config = Config()) -> dict:
-  start = time.time()
-  per_seed, timings = {}, {}
-  for seed in config.seeds:
-    begin = time.time()
-    per_seed[seed] = run_seed(config, seed)
-    timings[seed] = time.time() - begin
-  summary = summarise(config, per_seed)
-  numbers = {"config": dataclasses.asdict(config), "summary": summary,
-             "per_seed": {str(s): v for s, v in per_seed.items()},
-             "seed_runtime_s": {str(s): t for s, t in timings.items()},
-             "runtime_s": time.time() - start}
-  numbers["output_dir"] = write_results(config.output_dir, numbers, plot(summary, config))
-  print(report(numbers))
-  return numbers
+  return run_seeds(config, run_seed, summarise, plot, report)
 
 
 def report(numbers: dict) -> str:
