@@ -140,13 +140,27 @@ def positions_from_mask(attention_mask: jax.Array, offset=None) -> jax.Array:
   return jnp.maximum(positions, 0)
 
 
-def attention_bias(query_slots, key_mask, sliding_window=None):
-  """Additive bias [B, 1, T, S]: key slot j is visible to query slot i iff j <= i and real."""
+def attention_bias(query_slots, key_mask, sliding_window=None, segment_ids=None,
+                   prefix_ids=None, positions=None):
+  """Additive bias [B, 1, T, S]: key slot j is visible to query slot i iff j <= i and real.
+
+  With ``segment_ids`` [B, T] (whole sequences only, T = S) several sequences share a row:
+  query i also needs key j in its own segment, or in segment ``prefix_ids[i]`` (the prompt a
+  response continues: shared-prompt pairs). ``prefix_ids`` defaults to the segment itself
+  (block-diagonal packing). Positions [B, T] then restart per sequence, and a sliding window
+  counts positions, not slots.
+  """
   key_slots = jnp.arange(key_mask.shape[1])
   visible = key_slots[None, :] <= query_slots[:, None]  # [T, S]
-  if sliding_window is not None:
+  if sliding_window is not None and segment_ids is None:
     visible &= query_slots[:, None] - key_slots[None, :] < sliding_window
   visible = visible[None, :, :] & (key_mask[:, None, :] > 0)  # [B, T, S]
+  if segment_ids is not None:
+    if sliding_window is not None:
+      visible &= positions[:, :, None] - positions[:, None, :] < sliding_window
+    prefix_ids = segment_ids if prefix_ids is None else prefix_ids
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, S]
+    visible &= same | (segment_ids[:, None, :] == prefix_ids[:, :, None])
   return jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)[:, None]
 
 
@@ -158,8 +172,12 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, attention_mask=None, positions=None, cache: KVCache | None = None,
-               return_hidden: bool = False) -> Any:
+               return_hidden: bool = False, segment_ids=None, prefix_ids=None) -> Any:
+    """``segment_ids`` / ``prefix_ids`` [B, T]: several sequences per row (``attention_bias``;
+    training passes only, with their own ``positions``)."""
     cfg = self.config
+    if segment_ids is not None and (cache is not None or positions is None):
+      raise ValueError("segment_ids need explicit positions and no cache")
     B, T = tokens.shape
     if attention_mask is None:
       attention_mask = jnp.ones((B, T), jnp.int32)
@@ -179,7 +197,8 @@ class Transformer(nn.Module):
       pos_embed = self.param("pos_embed", nn.initializers.normal(0.01),
                              (cfg.max_seq_len, cfg.embed_dim), cfg.weights_dtype)
       x = x + jnp.take(pos_embed, positions, axis=0).astype(cfg.compute_dtype)
-    bias = attention_bias(index + jnp.arange(T), key_mask, cfg.sliding_window)
+    bias = attention_bias(index + jnp.arange(T), key_mask, cfg.sliding_window, segment_ids,
+                          prefix_ids, positions)
     block_cls = Block
     if cfg.remat:  # without a cache the write index is the constant 0: keep it static
       block_cls = nn.remat(Block, static_argnums=(5,)) if cache is None else nn.remat(Block)

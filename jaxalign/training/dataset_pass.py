@@ -113,8 +113,10 @@ def reference_fn(objective):
 
 
 def precompute_reference(objective, ref_params, rows, batch_size: int, mesh,
-                         progress: bool = False) -> CachedReference:
-  """The reference's per-row arrays over every row (bucketed batches, module docstring)."""
+                         progress: bool = False, layout=None) -> CachedReference:
+  """The reference's per-row arrays over every row (bucketed batches, module docstring),
+  each batch in ``layout`` (``training.batch_layout``; rows stay rows) first."""
+  layout = layout or (lambda arrays: arrays)
   compute = reference_fn(objective)
   size = batch_rows(batch_size, len(rows), mesh)
   num_batches = -(-len(rows) // size)
@@ -124,7 +126,7 @@ def precompute_reference(objective, ref_params, rows, batch_size: int, mesh,
   for num_real, arrays in padded_batches(rows, size):
     # Every process holds the whole global batch here (not its own rows), and every
     # process needs every row's log-probs (its later training rows may be any of them).
-    outputs = to_host(compute(ref_params, shard_global_batch(arrays, mesh)))
+    outputs = to_host(compute(ref_params, shard_global_batch(layout(arrays), mesh)))
     for name, value in outputs.items():
       parts.setdefault(name, []).append(np.asarray(value)[:num_real])
     bar.update()
@@ -136,9 +138,10 @@ def _add(total: dict, values: dict) -> dict:
   return {k: total.get(k, 0.0) + np.asarray(v, np.float64) for k, v in values.items()}
 
 
-def make_evaluator(objective, rows, ref_params, batch_size: int, mesh):
+def make_evaluator(objective, rows, ref_params, batch_size: int, mesh, layout=None):
   """``evaluate(params)``: the metrics of one batch of every held-out row (exact; module
-  docstring), in batches of ``batch_size`` bucketed rows."""
+  docstring), in batches of ``batch_size`` bucketed rows, each in ``layout`` first."""
+  layout = layout or (lambda arrays: arrays)
   size = batch_rows(batch_size, len(rows), mesh)
   additive = hasattr(objective, "counts")  # else sum the (clamped) denominators
   counts = jax.jit(objective.counts if additive else objective.denominators)
@@ -152,7 +155,7 @@ def make_evaluator(objective, rows, ref_params, batch_size: int, mesh):
 
   def batches():
     for _, arrays in padded_batches(rows, size):
-      yield shard_global_batch(arrays, mesh)
+      yield shard_global_batch(layout(arrays), mesh)
 
   cache = {}
 

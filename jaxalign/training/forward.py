@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxalign.models import RewardModel, Transformer, TransformerConfig
+from jaxalign.models.heads import ScalarHead
 
 
 def lm_head_weight(config: TransformerConfig, params) -> jax.Array:
@@ -52,6 +53,52 @@ def token_logprobs(config: TransformerConfig, params, tokens, attention_mask,
   logps = hidden_token_logprobs(hidden[:, :-1], lm_head_weight(config, params), tokens[:, 1:],
                                 temperature, chunk_size)
   return jnp.pad(logps, ((0, 0), (1, 0)))
+
+
+def pair_hidden(config: TransformerConfig, params, batch) -> jax.Array:
+  """Final hidden states [B, L, D] of a shared-prompt pair batch (``data.pair_layout``)."""
+  return Transformer(config, output="hidden").apply(
+      {"params": params}, batch["pair_tokens"], attention_mask=batch["pair_attention_mask"],
+      positions=batch["pair_positions"], segment_ids=batch["pair_segment_ids"],
+      prefix_ids=batch["pair_prefix_ids"])
+
+
+def gathered_logprobs(hidden, weight, source, targets, temperature: float = 1.0,
+                      chunk_size: int | None = 128) -> jax.Array:
+  """Log-probs [B, R] of ``targets`` predicted from the hidden states at slots ``source``
+  [B, R]: the LM head runs on R gathered positions only; ``source < 0`` scores 0."""
+  picked = jnp.take_along_axis(hidden, jnp.maximum(source, 0)[..., None], axis=1)  # [B, R, D]
+  logps = hidden_token_logprobs(picked, weight, targets, temperature, chunk_size)
+  return jnp.where(source >= 0, logps, 0.0)
+
+
+def pair_response_logprobs(config: TransformerConfig, params, batch, temperature: float = 1.0,
+                           chunk_size: int | None = 128) -> jax.Array:
+  """Log-probs [B, R] of a shared-prompt batch's response entries (``response_side`` says
+  chosen 1 / rejected 2 / unused 0)."""
+  return gathered_logprobs(pair_hidden(config, params, batch), lm_head_weight(config, params),
+                           batch["response_source"], batch["response_targets"], temperature,
+                           chunk_size)
+
+
+def packed_response_logprobs(config: TransformerConfig, params, batch,
+                             temperature: float = 1.0, chunk_size: int | None = 128):
+  """Log-probs [B', R] of a packed SFT batch's response entries (``data.packing``)."""
+  hidden = Transformer(config, output="hidden").apply(
+      {"params": params}, batch["tokens"], attention_mask=batch["attention_mask"],
+      positions=batch["positions"], segment_ids=batch["segment_ids"])  # [B', W, D]
+  return gathered_logprobs(hidden, lm_head_weight(config, params), batch["response_source"],
+                           batch["response_targets"], temperature, chunk_size)
+
+
+def pair_reward_scores(config: TransformerConfig, params, batch) -> tuple[jax.Array, jax.Array]:
+  """Reward-model (chosen, rejected) scores [B] of a shared-prompt pair batch: the score
+  head at each sequence's last token (``RewardModel``'s params)."""
+  hidden = pair_hidden(config, params["backbone"], batch)  # [B, L, D]
+  ends = jnp.stack([batch["chosen_last"], batch["rejected_last"]], axis=1)  # [B, 2]
+  last = jnp.take_along_axis(hidden, ends[..., None], axis=1)  # [B, 2, D]
+  scores = ScalarHead().apply({"params": params["score"]}, last)  # [B, 2]
+  return scores[:, 0], scores[:, 1]
 
 
 def reward_scores(config: TransformerConfig, params, tokens, attention_mask) -> jax.Array:

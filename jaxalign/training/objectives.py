@@ -15,9 +15,11 @@ micro-batch's ``loss`` gets; with one, it does not call it and ``loss``, seeing 
 batch, computes them itself (``losses.with_statistics`` does both for a loss term).
 
 Batches are dicts of arrays (``as_arrays`` turns the data module's dataclasses into one):
-- SFT: ``tokens, attention_mask, loss_mask`` [B, T].
+- SFT: ``tokens, attention_mask, loss_mask`` [B, T], or packed (``data.packing``:
+  ``tokens, attention_mask, positions, segment_ids`` [B', W], ``response_*`` [B', R]).
 - pairs (RM, DPO family): ``chosen_tokens, chosen_attention_mask, chosen_loss_mask`` and the
-  same for ``rejected_*`` [B, T]; optional ``weights`` [B]; optional cached reference
+  same for ``rejected_*`` [B, T], or the shared-prompt layout of the same pairs
+  (``data.pair_layout``: ``pair_*`` [B, L], ``response_*`` [B, R]); optional ``weights`` [B]; optional cached reference
   log-probs ``ref_chosen_logps, ref_rejected_logps`` [B]; the RM reads ``margin`` [B] or,
   with ``margin_scale``, ``scores`` [B].
 - unpaired KTO (``training.kto_unpaired``): ``tokens, attention_mask, loss_mask`` [B, T],
@@ -36,7 +38,10 @@ import jax.numpy as jnp
 from jaxalign.losses import LossTerm, bradley_terry_loss, sft_loss, statistics_of
 from jaxalign.models import TransformerConfig
 from jaxalign.ops import masked_count, sequence_logprobs
-from jaxalign.training.forward import concat_pairs, reward_scores, token_logprobs
+from jaxalign.data.pair_layout import is_shared
+from jaxalign.training.forward import (concat_pairs, pair_response_logprobs,
+                                       pair_reward_scores, packed_response_logprobs,
+                                       reward_scores, token_logprobs)
 
 Batch = dict[str, jax.Array]
 
@@ -59,8 +64,17 @@ def _pair_count(batch: Batch) -> jax.Array:
   """The (weighted) number of pairs, not clamped (``counts``)."""
   weights = batch.get("weights")
   if weights is None:
-    return jnp.float32(batch["chosen_tokens"].shape[0])
+    rows = batch["pair_tokens" if is_shared(batch) else "chosen_tokens"]
+    return jnp.float32(rows.shape[0])
   return jnp.sum(weights.astype(jnp.float32))
+
+
+def pair_loss_masks(batch: Batch) -> tuple[jax.Array, jax.Array]:
+  """(chosen, rejected) response masks: [B, T] rows, or [B, R] shared-prompt entries."""
+  if is_shared(batch):
+    side = batch["response_side"]
+    return (side == 1).astype(jnp.int32), (side == 2).astype(jnp.int32)
+  return batch["chosen_loss_mask"], batch["rejected_loss_mask"]
 
 
 def at_least_one(counts: Batch) -> Batch:
@@ -78,15 +92,25 @@ class SFTObjective:
 
   def counts(self, batch: Batch) -> Batch:
     """What ``denominators`` counts, unclamped: it adds up over batches (exact eval)."""
-    return {"tokens": masked_count(batch["loss_mask"])}
+    return {"tokens": masked_count(_sft_mask(batch))}
 
   def denominators(self, batch: Batch) -> Batch:
     return at_least_one(self.counts(batch))
 
   def loss(self, params, ref_params, batch: Batch, denominators: Batch):
-    logps = token_logprobs(self.config, params, batch["tokens"], batch["attention_mask"],
-                           chunk_size=self.chunk_size)
-    return sft_loss(logps, batch["loss_mask"], denominator=denominators["tokens"])
+    if "response_targets" in batch:
+      logps = packed_response_logprobs(self.config, params, batch, chunk_size=self.chunk_size)
+    else:
+      logps = token_logprobs(self.config, params, batch["tokens"], batch["attention_mask"],
+                             chunk_size=self.chunk_size)
+    return sft_loss(logps, _sft_mask(batch), denominator=denominators["tokens"])
+
+
+def _sft_mask(batch: Batch) -> jax.Array:
+  """The response mask: [B, T] rows, or [B', R] packed entries."""
+  if "response_side" in batch:
+    return (batch["response_side"] > 0).astype(jnp.int32)
+  return batch["loss_mask"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,16 +128,23 @@ class RewardModelObjective:
   def denominators(self, batch: Batch) -> Batch:
     return at_least_one(self.counts(batch))
 
-  def loss(self, params, ref_params, batch: Batch, denominators: Batch):
+  def pair_scores(self, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(chosen, rejected) scores [B], one forward pass over both."""
+    if is_shared(batch):
+      return pair_reward_scores(self.config, params, batch)
     B = batch["chosen_tokens"].shape[0]
     scores = reward_scores(self.config, params,
                            concat_pairs(batch["chosen_tokens"], batch["rejected_tokens"]),
                            concat_pairs(batch["chosen_attention_mask"],
                                         batch["rejected_attention_mask"]))
+    return scores[:B], scores[B:]
+
+  def loss(self, params, ref_params, batch: Batch, denominators: Batch):
+    chosen, rejected = self.pair_scores(params, batch)
     margin = batch.get("margin")
     if margin is None and self.margin_scale and "scores" in batch:
       margin = self.margin_scale * batch["scores"]  # score_chosen - score_rejected, 0 if none
-    return bradley_terry_loss(scores[:B], scores[B:], margin,
+    return bradley_terry_loss(chosen, rejected, margin,
                               center_rewards_coefficient=self.center_rewards_coefficient,
                               weights=batch.get("weights"), denominator=denominators["pairs"])
 
@@ -139,13 +170,21 @@ class PreferenceObjective:
 
   def counts(self, batch: Batch) -> Batch:
     return {"pairs": _pair_count(batch),
-            "chosen_tokens": masked_count(batch["chosen_loss_mask"])}
+            "chosen_tokens": masked_count(pair_loss_masks(batch)[0])}
 
   def denominators(self, batch: Batch) -> Batch:
     return at_least_one(self.counts(batch))
 
   def sequence_logps(self, params, batch: Batch):
-    """(chosen, rejected) sequence log-probs and the per-token ones, one forward pass."""
+    """(chosen, rejected) sequence log-probs and the chosen per-token ones with their mask,
+    one forward pass (either layout)."""
+    if is_shared(batch):
+      token_logps = pair_response_logprobs(self.config, params, batch,
+                                           chunk_size=self.chunk_size)  # [B, R]
+      chosen_mask, rejected_mask = pair_loss_masks(batch)
+      return (sequence_logprobs(token_logps, chosen_mask, average=self.average_logps),
+              sequence_logprobs(token_logps, rejected_mask, average=self.average_logps),
+              token_logps, chosen_mask)
     B = batch["chosen_tokens"].shape[0]
     tokens = concat_pairs(batch["chosen_tokens"], batch["rejected_tokens"])
     mask = concat_pairs(batch["chosen_loss_mask"], batch["rejected_loss_mask"])
@@ -175,11 +214,12 @@ class PreferenceObjective:
       raise ValueError("this loss needs reference log-probs: give the state ref_params or "
                        "the batch ref_chosen_logps / ref_rejected_logps")
     nll = -jnp.sum(chosen_token_logps * chosen_mask) / denominators["chosen_tokens"]
+    chosen_loss_mask, rejected_loss_mask = pair_loss_masks(batch)
     quantities = {
         "chosen_logps": chosen, "rejected_logps": rejected,
         "ref_chosen_logps": ref_chosen, "ref_rejected_logps": ref_rejected,
-        "chosen_lengths": masked_count(batch["chosen_loss_mask"], axis=1),
-        "rejected_lengths": masked_count(batch["rejected_loss_mask"], axis=1),
+        "chosen_lengths": masked_count(chosen_loss_mask, axis=1),
+        "rejected_lengths": masked_count(rejected_loss_mask, axis=1),
         "chosen_token_logps": chosen_token_logps, "chosen_loss_mask": chosen_mask,
         "nll_loss": nll, "pair_denominator": denominators["pairs"],
         "chosen_loss_mask_denominator": denominators["chosen_tokens"],

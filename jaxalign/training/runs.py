@@ -20,9 +20,11 @@ from jaxalign.config import RunConfig, save_config
 from jaxalign.config.provenance import provenance
 from jaxalign.config.validate import resolve_run, validate_run
 from jaxalign.models import ScalarHead, count_params
+from jaxalign.parallel.mesh import BATCH_AXES
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
                                param_placer, shard_batch, shard_params, to_host)
 from jaxalign.training import run_dir, setup
+from jaxalign.training.batch_layout import batch_layout
 from jaxalign.training.compat import check_compatibility
 from jaxalign.training.dataset_pass import (CachedReference,  # noqa: F401 (re-exported)
                                             make_evaluator, precompute_reference)
@@ -148,13 +150,15 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
                                     extras=extras), mesh)
   state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
 
+  shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  layout = batch_layout(run, row_multiple=shards * run.loop.micro_batches)
   cached = ref_params is not None and run.loss.reference == "cached"
   def with_reference(rows, current_state):
     if not cached:
       return rows
     return precompute_reference(objective, current_state.ref_params if online else ref_params,
                                 rows, run.data.eval_batch_size, mesh,
-                                progress=progress and not online)
+                                progress=progress and not online, layout=layout)
 
   before_step = None
   if refreshing:
@@ -178,7 +182,8 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
   step_fn = make_train_step(objective, micro_batches=run.loop.micro_batches,
                             state_shardings=state_shardings)
   # Held-out implicit rewards are measured against the initial (SFT) reference.
-  evaluate = make_evaluator(objective, eval_rows, ref_params, run.data.eval_batch_size, mesh)
+  evaluate = make_evaluator(objective, eval_rows, ref_params, run.data.eval_batch_size, mesh,
+                            layout=layout)
   tokens = _tokens_per_batch(run, train_rows)
   n_params = count_params(policy)
   throughput = Throughput(tokens_per_batch=tokens, flops_per_batch=6.0 * n_params * tokens)
@@ -186,7 +191,8 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
                          description=f"{run.task} {run.loss.name if run.task == 'dpo' else ''}")
   try:
     state, last_eval = fit(state, step_fn, batches, run.loop,
-                           place_batch=lambda b: shard_batch(setup.batch_arrays(b), mesh),
+                           place_batch=lambda b: shard_batch(layout(setup.batch_arrays(b)),
+                                                             mesh),
                            evaluate=lambda s: evaluate(s.params), checkpointer=checkpointer,
                            logger=logger, throughput=throughput, before_step=before_step,
                            learning_rate=learning_rate_schedule(run.optimizer),
