@@ -15,8 +15,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxalign.config import RunConfig, load_config
 from jaxalign.models import ScalarHead, init_params, tiny_gpt2, tiny_llama
-from jaxalign.parallel import (MeshConfig, make_mesh, param_shardings, param_spec,
-                               shard_params, tensor_dim)
+from jaxalign.parallel import (MeshConfig, make_mesh, param_placer, param_shardings,
+                               param_spec, shard_params, tensor_dim)
 from jaxalign.training.ppo_run import init_ppo_state, ppo_iteration
 
 needs_8 = pytest.mark.skipif(jax.device_count() < 8,
@@ -99,6 +99,23 @@ def test_tensor_8_and_heads_of_reward_and_value_models():
   ppo = _specs({"policy": shapes, "value": {"head": head["params"]}}, mesh)
   assert ppo["policy/layers_0/attn/q_proj/kernel"] == P("fsdp", "tensor")
   assert ppo["value/head/dense/kernel"] == P()
+
+
+@needs_8
+def test_load_model_places_each_tensor_by_its_path(tmp_path):
+  from jaxalign.models import load_model, save_model
+  mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+  config = tiny_gpt2()
+  params = init_params(config, jax.random.key(0))
+  save_model(str(tmp_path), config, params)
+  _, placed, _ = load_model(str(tmp_path), place=param_placer(mesh))
+  assert _specs(placed, mesh) == _expected(GPT2, config.num_layers)
+  assert {jax.tree_util.keystr(p): x.sharding.spec for p, x in
+          jax.tree_util.tree_leaves_with_path(placed)} == {
+              jax.tree_util.keystr(p): x.sharding.spec for p, x in
+              jax.tree_util.tree_leaves_with_path(shard_params(params, mesh))}
+  for a, b in zip(jax.tree_util.tree_leaves(placed), jax.tree_util.tree_leaves(params)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_indivisible_dims_fall_back_and_tensor_1_is_plain_fsdp():
