@@ -110,6 +110,23 @@ def param_placer(mesh: Mesh):
   return place
 
 
+def constrain_residual(x, like):
+  """``x`` (the residual stream ``[B, T, D]``) pinned to rows over (data x fsdp) and the
+  rest replicated, on the mesh that ``like`` (a param) lives on: a hint for tensor-parallel
+  meshes, where XLA otherwise keeps the batch over 'data' only and splits the residual's D
+  over 'fsdp', all-reducing ``[B, T, mlp_dim]`` activations instead of all-gathering
+  weights. A no-op outside jit (``like`` concrete), without a mesh, or with tensor = 1, so
+  data / FSDP programs are unchanged; a batch the axes do not divide is still correct."""
+  if not isinstance(like, jax.core.Tracer):
+    return x
+  mesh = getattr(jax.typeof(like).sharding, "mesh", None)
+  if mesh is None or mesh.empty or dict(mesh.shape).get("tensor", 1) == 1:
+    return x
+  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+  spec = PartitionSpec(axes or None, *([None] * (x.ndim - 1)))
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   """Leading (batch) dim over data x fsdp; the rest replicated."""
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))

@@ -118,6 +118,24 @@ def test_load_model_places_each_tensor_by_its_path(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@needs_8
+def test_residual_hint_only_on_tensor_parallel_meshes():
+  """The (data, fsdp) hint on the residual stream is in the program on a tensor mesh, and
+  absent on data / FSDP meshes and outside jit (their programs are unchanged)."""
+  from jaxalign.models import Transformer
+  config = tiny_gpt2(num_layers=1)
+  params = init_params(config, jax.random.key(0))
+  tokens = np.ones((8, 4), np.int32)
+  forward = jax.jit(lambda p, t: Transformer(config).apply({"params": p}, t))
+  for mesh_config, hinted in ((MeshConfig(data=2, fsdp=2, tensor=2), True),
+                              (MeshConfig(data=2, fsdp=4), False)):
+    mesh = make_mesh(mesh_config)
+    text = forward.lower(shard_params(params, mesh), tokens).as_text()
+    assert ("sharding_constraint" in text) == hinted, mesh_config
+  # (Outside jit it is a no-op: test_sharding's eager forward of loaded tensor-parallel
+  # params.)
+
+
 def test_indivisible_dims_fall_back_and_tensor_1_is_plain_fsdp():
   # kv heads x head_dim = 12 columns over tensor=8: replicated over tensor, fsdp elsewhere.
   assert param_spec((128, 12), 2, path=("k_proj", "kernel"), tensor_size=8) == P("fsdp", None)
