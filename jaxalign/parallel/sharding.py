@@ -110,6 +110,17 @@ def param_placer(mesh: Mesh):
   return place
 
 
+def _tensor_mesh(like):
+  """The (abstract) mesh a traced ``like`` lives on when its 'tensor' axis is > 1, else
+  None (concrete values, no mesh, tensor = 1)."""
+  if not isinstance(like, jax.core.Tracer):
+    return None
+  mesh = getattr(jax.typeof(like).sharding, "mesh", None)
+  if mesh is None or mesh.empty or dict(mesh.shape).get("tensor", 1) == 1:
+    return None
+  return mesh
+
+
 def constrain_residual(x, like):
   """``x`` (the residual stream ``[B, T, D]``) pinned to rows over (data x fsdp) and the
   rest replicated, on the mesh that ``like`` (a param) lives on: a hint for tensor-parallel
@@ -117,14 +128,25 @@ def constrain_residual(x, like):
   over 'fsdp', all-reducing ``[B, T, mlp_dim]`` activations instead of all-gathering
   weights. A no-op outside jit (``like`` concrete), without a mesh, or with tensor = 1, so
   data / FSDP programs are unchanged; a batch the axes do not divide is still correct."""
-  if not isinstance(like, jax.core.Tracer):
-    return x
-  mesh = getattr(jax.typeof(like).sharding, "mesh", None)
-  if mesh is None or mesh.empty or dict(mesh.shape).get("tensor", 1) == 1:
+  mesh = _tensor_mesh(like)
+  if mesh is None:
     return x
   axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
   spec = PartitionSpec(axes or None, *([None] * (x.ndim - 1)))
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def constrain_embedding(embed):
+  """The ``[V, D]`` table for a lookup on a tensor-parallel mesh: V over 'tensor', D
+  gathered (an FSDP all-gather of the table, as any FSDP matmul does with its weight), so
+  the lookup is Megatron's masked local lookup + an all-reduce over 'tensor' (XLA cannot
+  partition a gather whose operand is split over both axes and replicates the table). A
+  no-op outside jit, without a mesh or with tensor = 1."""
+  mesh = _tensor_mesh(embed)
+  if mesh is None:
+    return embed
+  spec = PartitionSpec("tensor" if embed.shape[0] % mesh.shape["tensor"] == 0 else None, None)
+  return jax.lax.with_sharding_constraint(embed, NamedSharding(mesh, spec))
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
