@@ -185,9 +185,10 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
     path: folder with ``config.json`` and ``model.safetensors`` or a sharded
       ``model.safetensors.index.json``. model_type gpt2, llama, mistral or qwen2.
     dtype: the params' dtype (default float32); ``compute_dtype`` defaults to it.
-    place: host array -> device array, called once per tensor (default ``jnp.asarray``:
-      the default device). ``jaxalign.parallel.param_placer(mesh)`` puts each tensor
-      straight onto its shards, so a model larger than one device's memory loads.
+    place: ``(host array, path) -> device array``, called once per tensor with its path in
+      the param tree (a tuple of names; default: ``jnp.asarray`` on the default device).
+      ``jaxalign.parallel.param_placer(mesh)`` puts each tensor straight onto its shards,
+      so a model larger than one device's memory loads.
   """
   config_path = os.path.join(path, "config.json")
   hf = read_hf_config(path)
@@ -202,8 +203,8 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
     log.warning("%s: %d tensors not used by a %s model: %s", path, len(unused),
                 config.model_type, ", ".join(unused[:8]))
   np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
-  place = place or jnp.asarray
-  params = _unflatten({k: place(v.astype(np_dtype)) for k, v in flat.items()})
+  place = place or (lambda x, path: jnp.asarray(x))
+  params = _unflatten({k: place(v.astype(np_dtype), k) for k, v in flat.items()})
   return config, params
 
 

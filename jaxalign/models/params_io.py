@@ -54,8 +54,9 @@ def read_model_meta(path: str) -> tuple[TransformerConfig, str, dict]:
 
 
 def load_model(path: str, place=None) -> tuple[TransformerConfig, dict, str]:
-  """Reads a folder written by ``save_model``: ``(config, params, kind)``; ``place`` puts
-  each host array on devices (default ``jnp.asarray``), as in ``load_pretrained``."""
+  """Reads a folder written by ``save_model``: ``(config, params, kind)``; ``place(array,
+  path)`` puts each host array on devices (default ``jnp.asarray``), as in
+  ``load_pretrained``."""
   config, kind, _ = read_model_meta(path)
   params_path = os.path.join(path, PARAMS_FILE)
   if not os.path.exists(params_path):
@@ -66,5 +67,5 @@ def load_model(path: str, place=None) -> tuple[TransformerConfig, dict, str]:
     parts = key.split("/")
     for part in parts[:-1]:
       node = node.setdefault(part, {})
-    node[parts[-1]] = (place or jnp.asarray)(value)
+    node[parts[-1]] = jnp.asarray(value) if place is None else place(value, tuple(parts))
   return config, params, kind

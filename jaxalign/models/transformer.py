@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxalign.models.cache import KVCache
 from jaxalign.models.config import TransformerConfig
 from jaxalign.models.rope import apply_rope, inverse_frequencies
+from jaxalign.parallel.sharding import constrain_embedding, constrain_residual
 
 _NEG_INF = -1e30  # finite: a row with no visible key (a pad query) stays NaN-free
 _ACTIVATIONS = {
@@ -192,7 +193,8 @@ class Transformer(nn.Module):
       key_mask = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, index))
       if positions is None:
         positions = positions_from_mask(attention_mask, cache.lengths)
-    x = jnp.take(embed, tokens, axis=0).astype(cfg.compute_dtype)  # [B, T, D]
+    x = jnp.take(constrain_embedding(embed), tokens, axis=0).astype(cfg.compute_dtype)
+    x = constrain_residual(x, embed)  # [B, T, D]; tensor meshes: rows over (data, fsdp)
     if cfg.positions == "learned":
       pos_embed = self.param("pos_embed", nn.initializers.normal(0.01),
                              (cfg.max_seq_len, cfg.embed_dim), cfg.weights_dtype)
@@ -206,6 +208,7 @@ class Transformer(nn.Module):
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
       x, (k, v) = block_cls(cfg, name=f"layers_{i}")(x, positions, bias, layer_cache, index)
+      x = constrain_residual(x, embed)
       new_keys.append(k)
       new_values.append(v)
     hidden = Norm(cfg, name="final_norm")(x)  # [B, T, D]

@@ -102,17 +102,29 @@ def test_on_mesh_keeps_sharded_leaves_and_replicates_the_rest():
   assert tree["key"].sharding.mesh == mesh
 
 
-def test_load_pretrained_places_each_tensor_on_its_shards(hf_model_dirs):
+@pytest.mark.parametrize("mesh_config", [MeshConfig(data=2, fsdp=4),
+                                         MeshConfig(data=2, fsdp=2, tensor=2)],
+                         ids=["data2-fsdp4", "data2-fsdp2-tensor2"])
+def test_load_pretrained_places_each_tensor_on_its_shards(hf_model_dirs, mesh_config):
   import numpy as np
   from jaxalign.models import Transformer, load_pretrained
-  from jaxalign.parallel import MeshConfig, make_mesh, param_placer
+  from jaxalign.parallel import make_mesh, mesh_param_spec, param_placer
   if jax.device_count() < 8:
     pytest.skip("needs 8 host devices")
-  mesh = make_mesh(MeshConfig(data=2, fsdp=4))
+  mesh = make_mesh(mesh_config)
   config, sharded = load_pretrained(hf_model_dirs["llama"], place=param_placer(mesh))
   _, plain = load_pretrained(hf_model_dirs["llama"])
   embed = sharded["embed"]
   assert embed.sharding.mesh == mesh and "fsdp" in str(embed.sharding.spec)
+  # The loader passes each tensor's path: the placer applies the same path rules as
+  # shard_params (tensor=2: Megatron's layout).
+  for path, x in jax.tree_util.tree_leaves_with_path(sharded):
+    assert x.sharding.spec == mesh_param_spec(path, x.shape, mesh), jax.tree_util.keystr(path)
+  if mesh_config.tensor > 1:
+    assert sharded["layers_0"]["attn"]["q_proj"]["kernel"].sharding.spec == PartitionSpec(
+        "fsdp", "tensor")
+    assert sharded["layers_0"]["mlp"]["down_proj"]["kernel"].sharding.spec == PartitionSpec(
+        "tensor", "fsdp")
   tokens = np.arange(3, 13)[None]
   np.testing.assert_allclose(Transformer(config).apply({"params": sharded}, tokens),
                              Transformer(config).apply({"params": plain}, tokens), atol=1e-5)

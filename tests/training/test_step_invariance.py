@@ -1,5 +1,5 @@
-"""A step gives the same loss and params on 1 device, on data-parallel and FSDP meshes, and
-with gradient accumulation (every loss, metric and gradient of every objective: each loss of
+"""A step gives the same loss and params on 1 device, on data-parallel, FSDP and
+tensor-parallel meshes, and with gradient accumulation (every loss, metric and gradient of every objective: each loss of
 LOSS_NAMES, a weighted sum, SFT, reward models); same seed, same bits."""
 
 import jax
@@ -47,10 +47,15 @@ def test_one_step_is_the_same_on_every_mesh():
     pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
   batch = random_pairs(0)
   single, metrics = make_train_step(_dpo())(_state(), batch)
-  for mesh_config in (MeshConfig(data=8), MeshConfig(data=2, fsdp=4), MeshConfig(fsdp=8, data=1)):
+  for mesh_config in (MeshConfig(data=8), MeshConfig(data=2, fsdp=4), MeshConfig(fsdp=8, data=1),
+                      MeshConfig(data=2, fsdp=2, tensor=2), MeshConfig(data=1, tensor=8)):
     mesh = make_mesh(mesh_config)
     state = _state(mesh=mesh)
     assert any(len(x.sharding.device_set) == 8 for x in jax.tree_util.tree_leaves(state.params))
+    if mesh_config.tensor > 1:  # Megatron's rules: column-parallel q, vocab-parallel embed
+      attn = state.params["layers_0"]["attn"]
+      assert "tensor" in str(attn["q_proj"]["kernel"].sharding.spec)
+      assert "tensor" in str(state.params["embed"].sharding.spec)
     sharded, sharded_metrics = make_train_step(_dpo())(
         state, shard_batch({k: np.asarray(v) for k, v in batch.items()}, mesh))
     assert abs(float(sharded_metrics["loss"]) - float(metrics["loss"])) < 1e-5
