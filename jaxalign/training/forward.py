@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxalign.models import RewardModel, Transformer, TransformerConfig
+from jaxalign.models.transformer import softcap as soft_cap
 
 
 def lm_head_weight(config: TransformerConfig, params) -> jax.Array:
@@ -14,31 +15,34 @@ def lm_head_weight(config: TransformerConfig, params) -> jax.Array:
   return params["embed"] if config.tie_embeddings else params["lm_head"]
 
 
-def _chunk_logps(hidden, weight, targets, temperature):
-  """log softmax(hidden @ weight^T / T)[targets] for one chunk.  # [B, C]"""
+def _chunk_logps(hidden, weight, targets, temperature, softcap=None):
+  """log softmax(cap(hidden @ weight^T) / T)[targets] for one chunk.  # [B, C]"""
   logits = jnp.einsum("BCD,VD->BCV", hidden, weight.astype(hidden.dtype),
-                      preferred_element_type=jnp.float32) / temperature
+                      preferred_element_type=jnp.float32)
+  logits = soft_cap(logits, softcap) / temperature
   target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   return target_logits - jax.nn.logsumexp(logits, axis=-1)
 
 
 def hidden_token_logprobs(hidden, weight, targets, temperature: float = 1.0,
-                          chunk_size: int | None = 128) -> jax.Array:
-  """Log-probs of ``targets [B, T]`` from ``hidden [B, T, D]`` at the same positions.
+                          chunk_size: int | None = 128,
+                          softcap: float | None = None) -> jax.Array:
+  """Log-probs of ``targets [B, T]`` from ``hidden [B, T, D]`` at the same positions;
+  ``softcap`` is the model's ``final_logit_softcap`` (Gemma 2), applied before temperature.
 
   The LM head runs chunk by chunk along T under ``jax.checkpoint``: the backward pass
   recomputes one chunk's logits at a time, so memory is O(B * chunk * V), not O(B * T * V).
   """
   B, T, _ = hidden.shape
   if not chunk_size or chunk_size >= T:
-    return _chunk_logps(hidden, weight, targets, temperature)
+    return _chunk_logps(hidden, weight, targets, temperature, softcap)
   pad = -T % chunk_size
   hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
   targets = jnp.pad(targets, ((0, 0), (0, pad)))
   n = (T + pad) // chunk_size
   hidden_c = hidden.reshape(B, n, chunk_size, -1).swapaxes(0, 1)  # [n, B, C, D]
   targets_c = targets.reshape(B, n, chunk_size).swapaxes(0, 1)    # [n, B, C]
-  chunk_fn = jax.checkpoint(lambda h, t: _chunk_logps(h, weight, t, temperature))
+  chunk_fn = jax.checkpoint(lambda h, t: _chunk_logps(h, weight, t, temperature, softcap))
   out = jax.lax.map(lambda args: chunk_fn(*args), (hidden_c, targets_c))  # [n, B, C]
   return out.swapaxes(0, 1).reshape(B, T + pad)[:, :T]
 
@@ -50,7 +54,7 @@ def token_logprobs(config: TransformerConfig, params, tokens, attention_mask,
   hidden = Transformer(config, output="hidden").apply(
       {"params": params}, tokens, attention_mask=attention_mask)  # [B, T, D]
   logps = hidden_token_logprobs(hidden[:, :-1], lm_head_weight(config, params), tokens[:, 1:],
-                                temperature, chunk_size)
+                                temperature, chunk_size, config.final_logit_softcap)
   return jnp.pad(logps, ((0, 0), (1, 0)))
 
 
