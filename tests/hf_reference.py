@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-FAMILIES = ("gpt2", "llama", "qwen2", "mistral")
+FAMILIES = ("gpt2", "llama", "qwen2", "mistral", "qwen3", "gemma2", "gemma3")
 VOCAB = 128
 
 
@@ -24,6 +24,19 @@ def hf_config(name: str):
     return tf.Qwen2Config(**llama_like)
   if name == "mistral":
     return tf.MistralConfig(sliding_window=8, **llama_like)
+  if name == "qwen3":  # head_dim != hidden / heads, tied embeddings
+    return tf.Qwen3Config(**dict(llama_like, head_dim=16, tie_word_embeddings=True))
+  # Gemma: 3 layers, sliding (window 4 < the tests' 20 tokens), global, sliding; a query
+  # scalar != head_dim; weights large enough (std 0.1) for the soft caps to bite.
+  gemma = dict(llama_like, num_hidden_layers=3, head_dim=16, tie_word_embeddings=True,
+               initializer_range=0.1,
+               hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24,
+               sliding_window=4,
+               layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+  if name == "gemma2":
+    return tf.Gemma2Config(attn_logit_softcapping=1.0, final_logit_softcapping=4.0, **gemma)
+  if name == "gemma3":  # q/k norm, a local RoPE base; text only (Gemma3ForCausalLM)
+    return tf.Gemma3TextConfig(rope_theta=1000.0, rope_local_base_freq=50.0, **gemma)
   raise ValueError(name)
 
 

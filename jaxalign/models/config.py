@@ -1,4 +1,4 @@
-"""Transformer configuration: one frozen dataclass for the GPT-2 and Llama families."""
+"""Transformer configuration: one frozen dataclass for the GPT-2, Llama and Gemma families."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-ModelType = Literal["gpt2", "llama", "mistral", "qwen2"]
+ModelType = Literal["gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,13 @@ class TransformerConfig:
 
   GPT-2: learned positions, LayerNorm, GELU (tanh), tied embeddings, biases everywhere.
   Llama: RoPE, RMSNorm, SwiGLU, grouped-query attention, untied embeddings, no biases.
-  Mistral and Qwen2 are Llama with a sliding window or q/k/v biases.
+  Mistral and Qwen2 are Llama with a sliding window or q/k/v biases; Qwen3 is Llama with
+  RMSNorm on each head's queries and keys (``qk_norm``).
+  Gemma 2 / 3: Llama plus zero-centred norms, norms after attention and MLP too, GeGLU,
+  sqrt(D)-scaled embeddings, ``query_pre_attn_scalar``, sliding-window layers alternating
+  with global ones (``sliding_layers``), tied embeddings; Gemma 2 soft-caps attention scores
+  and logits, Gemma 3 has q/k norm and its own RoPE base on sliding layers.
+  The Gemma / Qwen3 switches default to off, leaving the other families unchanged.
   """
 
   model_type: ModelType = "llama"
@@ -51,6 +57,16 @@ class TransformerConfig:
   out_bias: bool = False
   mlp_bias: bool = False
   sliding_window: int | None = None
+  # Layers that attend within sliding_window (None: all layers, as Mistral; Gemma: some).
+  sliding_layers: tuple[int, ...] | None = None
+  local_rope_theta: float | None = None  # RoPE base of sliding layers, unscaled (Gemma 3)
+  qk_norm: bool = False            # a Norm over head_dim on q and k, before RoPE (Qwen3)
+  norm_zero_centred: bool = False  # norms scale by (1 + scale), computed in f32 (Gemma)
+  post_norms: bool = False         # a Norm on the attention and MLP outputs too (Gemma)
+  embed_scale: bool = False        # token embeddings times sqrt(embed_dim) (Gemma)
+  query_pre_attn_scalar: float | None = None  # scores times this ** -0.5 (None: head_dim)
+  attn_logit_softcap: float | None = None     # scores -> cap * tanh(scores / cap) (Gemma 2)
+  final_logit_softcap: float | None = None    # logits -> cap * tanh(logits / cap) (Gemma 2)
   # Token ids (informational; the sampler and data pipeline take their own).
   bos_token_id: int | None = None
   eos_token_id: int | None = None
@@ -70,6 +86,19 @@ class TransformerConfig:
           f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     if self.positions == "rope" and self.head_dim % 2:
       raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
+    if self.sliding_layers is not None:  # a JSON list (a saved config) becomes a tuple
+      object.__setattr__(self, "sliding_layers", tuple(int(i) for i in self.sliding_layers))
+      if self.sliding_window is None:
+        raise ValueError("sliding_layers needs a sliding_window")
+      if any(not 0 <= i < self.num_layers for i in self.sliding_layers):
+        raise ValueError(f"sliding_layers {self.sliding_layers} are not all layers of "
+                         f"num_layers={self.num_layers}")
+
+  def layer_window(self, layer: int) -> int | None:
+    """The sliding window of layer ``layer`` (None: it attends to all earlier tokens)."""
+    if self.sliding_layers is None or layer in self.sliding_layers:
+      return self.sliding_window
+    return None
 
   @property
   def compute_dtype(self):

@@ -54,12 +54,25 @@ def _gpt2_entries(c: TransformerConfig) -> Iterator[_Entry]:
     yield ("lm_head",), "lm_head.weight", "same"
 
 
+# Our norms -> transformers' names. Gemma's post_attention_layernorm is the attention output's
+# norm (our post_attn_norm); Llama's is the MLP input's (our mlp_norm).
+_PRE_NORMS = (("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm"))
+_POST_NORMS = (("attn_norm", "input_layernorm"), ("post_attn_norm", "post_attention_layernorm"),
+               ("mlp_norm", "pre_feedforward_layernorm"),
+               ("post_mlp_norm", "post_feedforward_layernorm"))
+
+
 def _llama_entries(c: TransformerConfig) -> Iterator[_Entry]:
+  """Llama, Mistral, Qwen2/3 and Gemma 2/3 (same layout; Gemma adds norms, norm scales are
+  stored zero-centred as transformers stores them)."""
   yield ("embed",), "model.embed_tokens.weight", "same"
   for i in range(c.num_layers):
     ours, hf = f"layers_{i}", f"model.layers.{i}"
-    yield (ours, "attn_norm", "scale"), f"{hf}.input_layernorm.weight", "same"
-    yield (ours, "mlp_norm", "scale"), f"{hf}.post_attention_layernorm.weight", "same"
+    for norm, hf_norm in (_POST_NORMS if c.post_norms else _PRE_NORMS):
+      yield (ours, norm, "scale"), f"{hf}.{hf_norm}.weight", "same"
+    if c.qk_norm:
+      yield (ours, "attn", "q_norm", "scale"), f"{hf}.self_attn.q_norm.weight", "same"
+      yield (ours, "attn", "k_norm", "scale"), f"{hf}.self_attn.k_norm.weight", "same"
     for proj, bias in (("q_proj", c.qkv_bias), ("k_proj", c.qkv_bias),
                        ("v_proj", c.qkv_bias), ("o_proj", c.out_bias)):
       yield (ours, "attn", proj, "kernel"), f"{hf}.self_attn.{proj}.weight", "linear"
@@ -183,7 +196,8 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
 
   Args:
     path: folder with ``config.json`` and ``model.safetensors`` or a sharded
-      ``model.safetensors.index.json``. model_type gpt2, llama, mistral or qwen2.
+      ``model.safetensors.index.json``. model_type gpt2, llama, mistral, qwen2, qwen3,
+      gemma2 or gemma3_text.
     dtype: the params' dtype (default float32); ``compute_dtype`` defaults to it.
     place: ``(host array, path) -> device array``, called once per tensor with its path in
       the param tree (a tuple of names; default: ``jnp.asarray`` on the default device).

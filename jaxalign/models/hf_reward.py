@@ -1,9 +1,9 @@
 """Reward models as Hugging Face ``*ForSequenceClassification`` folders (``num_labels=1``).
 
 transformers' sequence classifiers (``GPT2ForSequenceClassification``,
-``LlamaForSequenceClassification`` and the Mistral / Qwen2 twins) apply a bias-free
-``score = Linear(D -> 1)`` to the backbone's final hidden states [B, T, D] and read it at
-the rightmost token that is not ``config.pad_token_id`` (so left and right padding both
+``LlamaForSequenceClassification`` and the Mistral / Qwen2 / Qwen3 / Gemma twins) apply a
+bias-free ``score = Linear(D -> 1)`` to the backbone's final hidden states [B, T, D] and read
+it at the rightmost token that is not ``config.pad_token_id`` (so left and right padding both
 work). Our ``RewardModel`` reads it at the last attended token: the two agree when
 ``pad_token_id`` is the id the batches are padded with and no real token equals it, which is
 why it is written here (our pad is never EOS, and EOS is usually the last real token).
@@ -31,7 +31,10 @@ from jaxalign.models.hf_config import CheckpointError, config_to_hf
 CLASSIFIERS = {"gpt2": "GPT2ForSequenceClassification",
                "llama": "LlamaForSequenceClassification",
                "mistral": "MistralForSequenceClassification",
-               "qwen2": "Qwen2ForSequenceClassification"}
+               "qwen2": "Qwen2ForSequenceClassification",
+               "qwen3": "Qwen3ForSequenceClassification",
+               "gemma2": "Gemma2ForSequenceClassification",
+               "gemma3_text": "Gemma3TextForSequenceClassification"}
 
 
 def reward_model_config_to_hf(config: TransformerConfig, pad_token_id: int) -> dict:

@@ -1,4 +1,4 @@
-"""The decoder-only transformer (GPT-2 and Llama families) as Flax Linen modules.
+"""The decoder-only transformer (GPT-2, Llama, Qwen and Gemma families) as Flax Linen modules.
 
 ``Transformer(config).apply({"params": params}, tokens, attention_mask=..., positions=...,
 cache=...)`` returns logits ``[B, T, V]`` in float32, and ``(logits, cache)`` when a cache is
@@ -8,7 +8,7 @@ rows give the same logits at real tokens as unpadded ones.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -30,7 +30,10 @@ _init = nn.initializers.normal(stddev=0.02)
 
 
 class Norm(nn.Module):
-  """LayerNorm or RMSNorm with statistics in float32."""
+  """LayerNorm or RMSNorm over the last axis with statistics in float32.
+
+  ``norm_zero_centred`` (Gemma): the stored scale is zero-centred and applied as
+  ``y * (1 + scale)`` in float32 before the cast, as transformers' Gemma RMSNorm does."""
 
   config: TransformerConfig
 
@@ -38,9 +41,12 @@ class Norm(nn.Module):
   def __call__(self, x):
     cfg = self.config
     x32 = x.astype(jnp.float32)
-    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), cfg.weights_dtype)
+    init = nn.initializers.zeros if cfg.norm_zero_centred else nn.initializers.ones
+    scale = self.param("scale", init, (x.shape[-1],), cfg.weights_dtype)
     if cfg.norm == "rmsnorm":
       y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+      if cfg.norm_zero_centred:
+        return (y * (1.0 + scale.astype(jnp.float32))).astype(cfg.compute_dtype)
       return scale.astype(cfg.compute_dtype) * y.astype(cfg.compute_dtype)
     bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), cfg.weights_dtype)
     centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
@@ -55,7 +61,11 @@ def _dense(cfg: TransformerConfig, features: int, use_bias: bool, name: str) -> 
 
 
 class Attention(nn.Module):
+  """Grouped-query self-attention; ``sliding`` marks a sliding-window layer (its RoPE base is
+  ``local_rope_theta`` when set; the window itself is in the bias)."""
+
   config: TransformerConfig
+  sliding: bool = False
 
   @nn.compact
   def __call__(self, x, positions, bias, layer_cache, index):
@@ -66,8 +76,14 @@ class Attention(nn.Module):
     q = _dense(cfg, N * H, cfg.qkv_bias, "q_proj")(x).reshape(B, T, N, H)
     k = _dense(cfg, K * H, cfg.qkv_bias, "k_proj")(x).reshape(B, T, K, H)
     v = _dense(cfg, K * H, cfg.qkv_bias, "v_proj")(x).reshape(B, T, K, H)
+    if cfg.qk_norm:  # per head, over H (Qwen3, Gemma 3)
+      q = Norm(cfg, name="q_norm")(q)
+      k = Norm(cfg, name="k_norm")(k)
     if cfg.positions == "rope":
-      inv_freq = inverse_frequencies(H, cfg.rope_theta, cfg.rope_scaling)
+      if self.sliding and cfg.local_rope_theta is not None:
+        inv_freq = inverse_frequencies(H, cfg.local_rope_theta)
+      else:
+        inv_freq = inverse_frequencies(H, cfg.rope_theta, cfg.rope_scaling)
       q = apply_rope(q, positions, inv_freq)
       k = apply_rope(k, positions, inv_freq)
     k = k.transpose(0, 2, 1, 3)  # [B, K, T, H]
@@ -78,29 +94,46 @@ class Attention(nn.Module):
       v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
     new_cache = (k, v)
     q = q.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+    spec = _ScoreSpec(cfg.query_pre_attn_scalar or H, cfg.attn_logit_softcap)
     out = _causal_attention(q, k.astype(q.dtype), v.astype(cfg.compute_dtype), bias, index,
-                            cfg.attention_block, cfg.compute_dtype)  # [B, K, G, T, H]
+                            cfg.attention_block, cfg.compute_dtype, spec)  # [B, K, G, T, H]
     out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, N * H)  # [B, T, N*H]
     return _dense(cfg, cfg.embed_dim, cfg.out_bias, "o_proj")(out), new_cache
 
 
-def _attention(q, k, v, bias, dtype):
-  """softmax(q k^T / sqrt(H) + bias) v: q [B, K, G, T, H], k/v [B, K, S, H], bias [B, 1, T, S]."""
+def softcap(x, cap: float | None):
+  """``cap * tanh(x / cap)`` (Gemma 2's soft-capping of scores and logits); x when None."""
+  return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+class _ScoreSpec(NamedTuple):
+  """How raw scores q.k become logits: times ``scalar ** -0.5``, then soft-capped."""
+
+  scalar: float
+  cap: float | None = None
+
+
+def _attention(q, k, v, bias, dtype, spec: _ScoreSpec | None = None):
+  """softmax(cap(q k^T / sqrt(scalar)) + bias) v (scalar H by default): q [B, K, G, T, H],
+  k/v [B, K, S, H], bias [B, 1, T, S]."""
+  spec = spec or _ScoreSpec(q.shape[-1])
   scores = jnp.einsum("BKGTH,BKSH->BKGTS", q, k,
-                      preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
+                      preferred_element_type=jnp.float32) * (spec.scalar ** -0.5)
+  scores = softcap(scores, spec.cap)
   probs = jax.nn.softmax(scores + bias[:, :, None], axis=-1).astype(dtype)
   return jnp.einsum("BKGTS,BKSH->BKGTH", probs, v)
 
 
-def _causal_attention(q, k, v, bias, index, block: int, dtype):
+def _causal_attention(q, k, v, bias, index, block: int, dtype, spec: _ScoreSpec | None = None):
   """``_attention``; when the queries are the whole sequence (slots 0..T-1, T = S), query
   block [a, b) only reads keys [0, b): the keys after it are masked by causality, so
   skipping them changes nothing at real tokens and saves up to half the work."""
   T, S = q.shape[3], k.shape[2]
   if not block or T != S or T <= block or T % block or not isinstance(index, int):
-    return _attention(q, k, v, bias, dtype)
+    return _attention(q, k, v, bias, dtype, spec)
   outs = [_attention(q[:, :, :, a:a + block], k[:, :, :a + block], v[:, :, :a + block],
-                     bias[:, :, a:a + block, :a + block], dtype) for a in range(0, T, block)]
+                     bias[:, :, a:a + block, :a + block], dtype, spec)
+          for a in range(0, T, block)]
   return jnp.concatenate(outs, axis=3)
 
 
@@ -120,17 +153,24 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); with
+  ``post_norms`` (Gemma) each branch's output is normed too: x + norm(attn(norm(x)))."""
 
   config: TransformerConfig
+  sliding: bool = False
 
   @nn.compact
   def __call__(self, x, positions, bias, layer_cache, index):
-    attn_out, new_cache = Attention(self.config, name="attn")(
-        Norm(self.config, name="attn_norm")(x), positions, bias, layer_cache, index)
+    cfg = self.config
+    attn_out, new_cache = Attention(cfg, self.sliding, name="attn")(
+        Norm(cfg, name="attn_norm")(x), positions, bias, layer_cache, index)
+    if cfg.post_norms:
+      attn_out = Norm(cfg, name="post_attn_norm")(attn_out)
     x = x + attn_out
-    x = x + Mlp(self.config, name="mlp")(Norm(self.config, name="mlp_norm")(x))
-    return x, new_cache
+    mlp_out = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x))
+    if cfg.post_norms:
+      mlp_out = Norm(cfg, name="post_mlp_norm")(mlp_out)
+    return x + mlp_out, new_cache
 
 
 def positions_from_mask(attention_mask: jax.Array, offset=None) -> jax.Array:
@@ -165,6 +205,19 @@ def attention_bias(query_slots, key_mask, sliding_window=None, segment_ids=None,
   return jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)[:, None]
 
 
+def layer_biases(cfg: TransformerConfig, query_slots, key_mask, segment_ids=None,
+                 prefix_ids=None, positions=None) -> list[jax.Array]:
+  """``attention_bias`` for each layer, under its own sliding window; each distinct window's
+  bias is built once (Gemma alternates two)."""
+  by_window = {}
+  for i in range(cfg.num_layers):
+    window = cfg.layer_window(i)
+    if window not in by_window:
+      by_window[window] = attention_bias(query_slots, key_mask, window, segment_ids,
+                                         prefix_ids, positions)
+  return [by_window[cfg.layer_window(i)] for i in range(cfg.num_layers)]
+
+
 class Transformer(nn.Module):
   """Decoder-only LM. ``output="hidden"`` drops the LM head (for reward / value models)."""
 
@@ -194,20 +247,23 @@ class Transformer(nn.Module):
       if positions is None:
         positions = positions_from_mask(attention_mask, cache.lengths)
     x = jnp.take(constrain_embedding(embed), tokens, axis=0).astype(cfg.compute_dtype)
+    if cfg.embed_scale:  # sqrt(D) rounded to the compute dtype, as transformers' Gemma does
+      x = x * jnp.asarray(cfg.embed_dim ** 0.5, cfg.compute_dtype)
     x = constrain_residual(x, embed)  # [B, T, D]; tensor meshes: rows over (data, fsdp)
     if cfg.positions == "learned":
       pos_embed = self.param("pos_embed", nn.initializers.normal(0.01),
                              (cfg.max_seq_len, cfg.embed_dim), cfg.weights_dtype)
       x = x + jnp.take(pos_embed, positions, axis=0).astype(cfg.compute_dtype)
-    bias = attention_bias(index + jnp.arange(T), key_mask, cfg.sliding_window, segment_ids,
-                          prefix_ids, positions)
+    biases = layer_biases(cfg, index + jnp.arange(T), key_mask, segment_ids, prefix_ids,
+                          positions)  # num_layers x [B, 1, T, S]
     block_cls = Block
     if cfg.remat:  # without a cache the write index is the constant 0: keep it static
       block_cls = nn.remat(Block, static_argnums=(5,)) if cache is None else nn.remat(Block)
     new_keys, new_values = [], []
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-      x, (k, v) = block_cls(cfg, name=f"layers_{i}")(x, positions, bias, layer_cache, index)
+      block = block_cls(cfg, sliding=cfg.layer_window(i) is not None, name=f"layers_{i}")
+      x, (k, v) = block(x, positions, biases[i], layer_cache, index)
       x = constrain_residual(x, embed)
       new_keys.append(k)
       new_values.append(v)
@@ -233,6 +289,7 @@ class Transformer(nn.Module):
 
 def lm_head(cfg: TransformerConfig, hidden, weight) -> jax.Array:
   """Logits ``[..., V]`` (float32) of ``hidden [..., D]`` under the ``[V, D]`` output
-  projection, the matmul in ``cfg``'s compute dtype."""
-  return jnp.einsum("...D,VD->...V", hidden, weight.astype(cfg.compute_dtype),
-                    preferred_element_type=jnp.float32)
+  projection, the matmul in ``cfg``'s compute dtype; soft-capped by ``final_logit_softcap``."""
+  logits = jnp.einsum("...D,VD->...V", hidden, weight.astype(cfg.compute_dtype),
+                      preferred_element_type=jnp.float32)
+  return softcap(logits, cfg.final_logit_softcap)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from jaxalign.models import RewardModel, Transformer, TransformerConfig
 from jaxalign.models.heads import ScalarHead
+from jaxalign.models.transformer import softcap as soft_cap
 
 
 def lm_head_weight(config: TransformerConfig, params) -> jax.Array:
@@ -15,31 +16,34 @@ def lm_head_weight(config: TransformerConfig, params) -> jax.Array:
   return params["embed"] if config.tie_embeddings else params["lm_head"]
 
 
-def _chunk_logps(hidden, weight, targets, temperature):
-  """log softmax(hidden @ weight^T / T)[targets] for one chunk.  # [B, C]"""
+def _chunk_logps(hidden, weight, targets, temperature, softcap=None):
+  """log softmax(cap(hidden @ weight^T) / T)[targets] for one chunk.  # [B, C]"""
   logits = jnp.einsum("BCD,VD->BCV", hidden, weight.astype(hidden.dtype),
-                      preferred_element_type=jnp.float32) / temperature
+                      preferred_element_type=jnp.float32)
+  logits = soft_cap(logits, softcap) / temperature
   target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   return target_logits - jax.nn.logsumexp(logits, axis=-1)
 
 
 def hidden_token_logprobs(hidden, weight, targets, temperature: float = 1.0,
-                          chunk_size: int | None = 128) -> jax.Array:
-  """Log-probs of ``targets [B, T]`` from ``hidden [B, T, D]`` at the same positions.
+                          chunk_size: int | None = 128,
+                          softcap: float | None = None) -> jax.Array:
+  """Log-probs of ``targets [B, T]`` from ``hidden [B, T, D]`` at the same positions;
+  ``softcap`` is the model's ``final_logit_softcap`` (Gemma 2), applied before temperature.
 
   The LM head runs chunk by chunk along T under ``jax.checkpoint``: the backward pass
   recomputes one chunk's logits at a time, so memory is O(B * chunk * V), not O(B * T * V).
   """
   B, T, _ = hidden.shape
   if not chunk_size or chunk_size >= T:
-    return _chunk_logps(hidden, weight, targets, temperature)
+    return _chunk_logps(hidden, weight, targets, temperature, softcap)
   pad = -T % chunk_size
   hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
   targets = jnp.pad(targets, ((0, 0), (0, pad)))
   n = (T + pad) // chunk_size
   hidden_c = hidden.reshape(B, n, chunk_size, -1).swapaxes(0, 1)  # [n, B, C, D]
   targets_c = targets.reshape(B, n, chunk_size).swapaxes(0, 1)    # [n, B, C]
-  chunk_fn = jax.checkpoint(lambda h, t: _chunk_logps(h, weight, t, temperature))
+  chunk_fn = jax.checkpoint(lambda h, t: _chunk_logps(h, weight, t, temperature, softcap))
   out = jax.lax.map(lambda args: chunk_fn(*args), (hidden_c, targets_c))  # [n, B, C]
   return out.swapaxes(0, 1).reshape(B, T + pad)[:, :T]
 
@@ -51,7 +55,7 @@ def token_logprobs(config: TransformerConfig, params, tokens, attention_mask,
   hidden = Transformer(config, output="hidden").apply(
       {"params": params}, tokens, attention_mask=attention_mask)  # [B, T, D]
   logps = hidden_token_logprobs(hidden[:, :-1], lm_head_weight(config, params), tokens[:, 1:],
-                                temperature, chunk_size)
+                                temperature, chunk_size, config.final_logit_softcap)
   return jnp.pad(logps, ((0, 0), (1, 0)))
 
 
@@ -64,11 +68,11 @@ def pair_hidden(config: TransformerConfig, params, batch) -> jax.Array:
 
 
 def gathered_logprobs(hidden, weight, source, targets, temperature: float = 1.0,
-                      chunk_size: int | None = 128) -> jax.Array:
+                      chunk_size: int | None = 128, softcap: float | None = None) -> jax.Array:
   """Log-probs [B, R] of ``targets`` predicted from the hidden states at slots ``source``
   [B, R]: the LM head runs on R gathered positions only; ``source < 0`` scores 0."""
   picked = jnp.take_along_axis(hidden, jnp.maximum(source, 0)[..., None], axis=1)  # [B, R, D]
-  logps = hidden_token_logprobs(picked, weight, targets, temperature, chunk_size)
+  logps = hidden_token_logprobs(picked, weight, targets, temperature, chunk_size, softcap)
   return jnp.where(source >= 0, logps, 0.0)
 
 
@@ -78,7 +82,7 @@ def pair_response_logprobs(config: TransformerConfig, params, batch, temperature
   chosen 1 / rejected 2 / unused 0)."""
   return gathered_logprobs(pair_hidden(config, params, batch), lm_head_weight(config, params),
                            batch["response_source"], batch["response_targets"], temperature,
-                           chunk_size)
+                           chunk_size, config.final_logit_softcap)
 
 
 def packed_response_logprobs(config: TransformerConfig, params, batch,
@@ -88,7 +92,8 @@ def packed_response_logprobs(config: TransformerConfig, params, batch,
       {"params": params}, batch["tokens"], attention_mask=batch["attention_mask"],
       positions=batch["positions"], segment_ids=batch["segment_ids"])  # [B', W, D]
   return gathered_logprobs(hidden, lm_head_weight(config, params), batch["response_source"],
-                           batch["response_targets"], temperature, chunk_size)
+                           batch["response_targets"], temperature, chunk_size,
+                           config.final_logit_softcap)
 
 
 def pair_reward_scores(config: TransformerConfig, params, batch) -> tuple[jax.Array, jax.Array]:
