@@ -1,6 +1,8 @@
 """KV-cache decoding and padding invariance of our transformer (no external reference
 needed: both sides are the same model evaluated two ways)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,13 @@ from jaxalign.models import (PolicyValueModel, RewardModel, Transformer, ValueMo
 
 CONFIGS = {"gpt2": tiny_gpt2(), "llama": tiny_llama(),
            "mistral": tiny_llama(model_type="mistral", sliding_window=5)}
+# Every Gemma / Qwen3 switch at once: a Gemma 3 (a sliding, then a global layer) with
+# Gemma 2's soft caps.
+CONFIGS["gemma"] = tiny_llama(
+    model_type="gemma3_text", activation="gelu_tanh", tie_embeddings=True,
+    sliding_window=5, sliding_layers=(0,), local_rope_theta=50.0, qk_norm=True,
+    norm_zero_centred=True, post_norms=True, embed_scale=True, query_pre_attn_scalar=24,
+    attn_logit_softcap=1.0, final_logit_softcap=4.0)
 
 
 def _tokens(seed, shape, vocab):
@@ -43,7 +52,7 @@ def test_prefill_then_decode_equals_full_forward(name):
   np.testing.assert_array_equal(cache.lengths, mask.sum(1))
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", ["gpt2", "llama", "mistral"])  # gemma: tests/models/test_hf_parity
 def test_padding_on_either_side_matches_unpadded_rows(name):
   config = CONFIGS[name]
   params = init_params(config, jax.random.key(0))
@@ -105,7 +114,7 @@ def test_value_heads_start_at_zero_and_share_the_policy_backbone():
   assert values.shape == (2, 5)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "mistral"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "mistral", "gemma"])
 def test_blocked_causal_attention_equals_full_attention(name):
   config = CONFIGS[name]
   params = init_params(config, jax.random.key(0))
@@ -128,3 +137,19 @@ def test_remat_keeps_blocked_attention_and_its_gradients():
   plain, remat = loss(config)(params), loss(config.replace(remat=True))(params)
   for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(remat)):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_trainer_logprobs_apply_the_final_soft_cap():
+  """The trainers' chunked LM head (training.forward) scores as the model's own logits do,
+  soft cap included."""
+  from jaxalign.training.forward import token_logprobs
+  config = CONFIGS["gemma"]
+  params = init_params(config, jax.random.key(0))
+  params = jax.tree_util.tree_map(lambda x: x * 5, params)  # logits large enough to be capped
+  tokens = _tokens(8, (2, 9), config.vocab_size)
+  mask = jnp.ones((2, 9), jnp.int32).at[1, :2].set(0)
+  logits = jax.jit(Transformer(config).apply)({"params": params}, tokens, attention_mask=mask)
+  assert float(jnp.abs(logits).max()) > 2  # the cap (4) bends them
+  want = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), tokens[:, 1:, None], -1)[..., 0]
+  got = jax.jit(functools.partial(token_logprobs, config, chunk_size=4))(params, tokens, mask)
+  np.testing.assert_allclose(got[:, 1:], want, atol=1e-5)
