@@ -62,22 +62,17 @@ def _round_rows(rows: int, row_multiple: int) -> int:
   return -(-rows // row_multiple) * row_multiple
 
 
-def pack_widths(arrays: dict, row_multiple: int = 1, pack: bool = True) -> tuple[int, int, int]:
-  """The widths ``(B', W, R)`` :func:`packed_rows` picks for ``arrays``."""
+def packed_rows(arrays: dict, row_multiple: int = 1, pack: bool = True,
+                agree_widths=None) -> dict:
+  """The packed layout (module docstring) of an SFT batch (numpy dict); ``agree_widths``
+  maps this batch's widths ``(B', W, R)`` to the ones to use (at least as large)."""
   examples = _examples(arrays)
   width = arrays["tokens"].shape[1]
   bins = _bins([len(t) for t, _ in examples], width, pack)
   responses = max(1, max(sum(int(examples[i][1].sum()) for i in b) for b in bins))
-  rows = len(bins) if not pack else _round_rows(len(bins), row_multiple)
-  return rows, width, fine_bucket(responses)
-
-
-def packed_rows(arrays: dict, widths: tuple[int, int, int] | None = None,
-                pack: bool = True) -> dict:
-  """The packed layout (module docstring) of an SFT batch (numpy dict)."""
-  examples = _examples(arrays)
-  rows, width, R = widths or pack_widths(arrays, pack=pack)
-  bins = _bins([len(t) for t, _ in examples], width, pack)
+  rows = _round_rows(len(bins), row_multiple) if pack else len(bins)
+  rows, width, R = (agree_widths or (lambda widths: widths))((rows, width,
+                                                             fine_bucket(responses)))
   if len(bins) > rows:
     raise ValueError(f"{len(bins)} packed rows needed, {rows} given")
   out = {key: np.zeros((rows, width), np.int32) for key in PACKED_KEYS}

@@ -22,7 +22,7 @@ response tokens, not on every slot. ``chosen_last`` / ``rejected_last`` [B] are 
 each sequence's last token (reward-model scores).
 
 Widths are ``fine_bucket``s of the batch's longest row and response count (few shapes, at most
-25% padding); pass ``widths`` (e.g. the maximum over processes) to fix them.
+25% padding); ``agree_widths`` may raise them (e.g. to the maximum over processes).
 """
 
 from __future__ import annotations
@@ -92,20 +92,16 @@ def _widths(rows: list) -> tuple[int, int]:
           fine_bucket(max(1, max(len(r[3]) for r in rows))))
 
 
-def layout_widths(arrays: dict) -> tuple[int, int]:
-  """The (row, response) widths :func:`shared_prompt_pairs` would pick for ``arrays``."""
-  return _widths(_rows(arrays))
-
-
-def shared_prompt_pairs(arrays: dict, widths: tuple[int, int] | None = None) -> dict:
+def shared_prompt_pairs(arrays: dict, agree_widths=None) -> dict:
   """The shared-prompt layout (module docstring) of a two-row pair batch (numpy dict).
 
   Per-pair arrays ([B]: weights, scores, cached reference log-probs...) pass through; the
-  two-row arrays are replaced by the layout's; padding holds token 0.
+  two-row arrays are replaced by the layout's; padding holds token 0. ``agree_widths`` maps
+  this batch's (row, response) widths to the ones to use (at least as large).
   """
   B = arrays["chosen_tokens"].shape[0]
   rows = _rows(arrays)
-  L, R = widths or _widths(rows)
+  L, R = (agree_widths or (lambda widths: widths))(_widths(rows))
   out = {key: np.zeros((B, L), np.int32) for key in LAYOUT_KEYS[:5]}
   out.update({key: np.zeros((B, R), np.int32) for key in LAYOUT_KEYS[5:8]})
   out["response_source"][:] = -1

@@ -40,6 +40,12 @@ def resolve_axis_sizes(config: MeshConfig, num_devices: int) -> tuple[int, int, 
   return tuple(sizes)
 
 
+def batch_shards(mesh) -> int:
+  """How many ways a batch's rows are split: the product of the mesh's BATCH_AXES sizes
+  (1 without a mesh)."""
+  return 1 if mesh is None else int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
 def make_mesh(config: MeshConfig | None = None, devices=None) -> Mesh:
   """A (data, fsdp, tensor) mesh over ``devices`` (default: all, across every process)."""
   config = config or MeshConfig()

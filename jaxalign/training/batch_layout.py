@@ -15,8 +15,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxalign.config import RunConfig
-from jaxalign.data.packing import pack_widths, packed_rows
-from jaxalign.data.pair_layout import layout_widths, shared_prompt_pairs
+from jaxalign.data.packing import packed_rows
+from jaxalign.data.pair_layout import shared_prompt_pairs
 
 Layout = Callable[[dict], dict]
 
@@ -32,7 +32,7 @@ def shared_pairs(arrays: dict) -> dict:
   """Pair batches in the shared-prompt layout; other batches unchanged."""
   if "chosen_tokens" not in arrays:
     return arrays
-  return shared_prompt_pairs(arrays, _global(layout_widths(arrays)))
+  return shared_prompt_pairs(arrays, agree_widths=_global)
 
 
 def packed_sft(row_multiple: int = 1) -> Layout:
@@ -41,7 +41,7 @@ def packed_sft(row_multiple: int = 1) -> Layout:
   def layout(arrays: dict) -> dict:
     if "loss_mask" not in arrays or "desirable" in arrays:
       return arrays
-    return packed_rows(arrays, _global(pack_widths(arrays, row_multiple)))
+    return packed_rows(arrays, row_multiple, agree_widths=_global)
   return layout
 
 

@@ -24,7 +24,7 @@ import tqdm
 
 from jaxalign.data import bucket_length, default_buckets
 from jaxalign.parallel import shard_global_batch, to_host
-from jaxalign.parallel.mesh import BATCH_AXES
+from jaxalign.parallel.mesh import batch_shards
 from jaxalign.training.metrics_log import to_floats
 from jaxalign.training.objectives import as_arrays, at_least_one, reference_logps_fn
 
@@ -49,7 +49,7 @@ def pad_rows(arrays: dict, num_real: int) -> dict:
 def batch_rows(size: int, num_rows: int, mesh=None) -> int:
   """The batch size of a pass: ``size``, at most ``num_rows``, rounded up to a multiple of
   the mesh's batch shards (padding rows fill the rest)."""
-  shards = 1 if mesh is None else int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  shards = batch_shards(mesh)
   size = max(1, min(size, num_rows))
   return -(-size // shards) * shards
 

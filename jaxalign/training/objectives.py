@@ -19,9 +19,9 @@ Batches are dicts of arrays (``as_arrays`` turns the data module's dataclasses i
   ``tokens, attention_mask, positions, segment_ids`` [B', W], ``response_*`` [B', R]).
 - pairs (RM, DPO family): ``chosen_tokens, chosen_attention_mask, chosen_loss_mask`` and the
   same for ``rejected_*`` [B, T], or the shared-prompt layout of the same pairs
-  (``data.pair_layout``: ``pair_*`` [B, L], ``response_*`` [B, R]); optional ``weights`` [B]; optional cached reference
-  log-probs ``ref_chosen_logps, ref_rejected_logps`` [B]; the RM reads ``margin`` [B] or,
-  with ``margin_scale``, ``scores`` [B].
+  (``data.pair_layout``: ``pair_*`` [B, L], ``response_*`` [B, R]); optional ``weights``
+  [B]; optional cached reference log-probs ``ref_chosen_logps, ref_rejected_logps`` [B];
+  the RM reads ``margin`` [B] or, with ``margin_scale``, ``scores`` [B].
 - unpaired KTO (``training.kto_unpaired``): ``tokens, attention_mask, loss_mask`` [B, T],
   ``desirable`` [B] bool, ``weights`` [B]; optional cached ``ref_logps`` [B].
 """
@@ -98,7 +98,7 @@ class SFTObjective:
     return at_least_one(self.counts(batch))
 
   def loss(self, params, ref_params, batch: Batch, denominators: Batch):
-    if "response_targets" in batch:
+    if "response_side" in batch:
       logps = packed_response_logprobs(self.config, params, batch, chunk_size=self.chunk_size)
     else:
       logps = token_logprobs(self.config, params, batch["tokens"], batch["attention_mask"],

@@ -26,7 +26,7 @@ from jaxalign import data as D
 from jaxalign.config import RunConfig
 from jaxalign.ops import masked_sum
 from jaxalign.parallel import shard_global_batch, to_host
-from jaxalign.parallel.mesh import BATCH_AXES
+from jaxalign.parallel.mesh import batch_shards
 from jaxalign.sampling import generate
 from jaxalign.training.forward import reward_scores
 from jaxalign.training.loop import StopEarly
@@ -274,7 +274,7 @@ class OnlineRefresher:
     n = arrays[0].shape[0]
     if self.mesh is None:
       return arrays, n
-    shards = int(np.prod([self.mesh.shape[a] for a in BATCH_AXES]))
+    shards = batch_shards(self.mesh)
     pad = -n % shards
     arrays = tuple(np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) if pad else a
                    for a in arrays)

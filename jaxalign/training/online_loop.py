@@ -30,7 +30,7 @@ from jaxalign.config.provenance import provenance
 from jaxalign.config.validate import resolve_run, validate_run
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh,
                                param_placer, shard_batch, to_host)
-from jaxalign.parallel.mesh import BATCH_AXES
+from jaxalign.parallel.mesh import batch_shards
 from jaxalign.training import run_dir, setup
 from jaxalign.training.compat import check_compatibility
 from jaxalign.training.guards import Interrupted, NanGuard, StopSignals, dump_json
@@ -70,7 +70,7 @@ class OnlineAlgorithm:
 
 def check_batch_layout(run: RunConfig, mesh, batches: list[tuple[str, int]]) -> None:
   """Each ``(what, rows)`` must split over the mesh's batch shards and the processes."""
-  shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  shards = batch_shards(mesh)
   for what, rows in batches:
     if rows % max(shards, jax.process_count()):
       raise ValueError(f"{what} = {rows} rows must be divisible by the mesh's batch shards "

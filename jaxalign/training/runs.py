@@ -20,7 +20,7 @@ from jaxalign.config import RunConfig, save_config
 from jaxalign.config.provenance import provenance
 from jaxalign.config.validate import resolve_run, validate_run
 from jaxalign.models import ScalarHead, count_params
-from jaxalign.parallel.mesh import BATCH_AXES
+from jaxalign.parallel.mesh import batch_shards
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
                                param_placer, shard_batch, shard_params, to_host)
 from jaxalign.training import run_dir, setup
@@ -150,8 +150,7 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
                                     extras=extras), mesh)
   state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
 
-  shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
-  layout = batch_layout(run, row_multiple=shards * run.loop.micro_batches)
+  layout = batch_layout(run, row_multiple=batch_shards(mesh) * run.loop.micro_batches)
   cached = ref_params is not None and run.loss.reference == "cached"
   def with_reference(rows, current_state):
     if not cached:
