@@ -14,9 +14,10 @@ T = PROMPT + RESPONSE
 TOKENS_PER_STEP = 2 * B * T
 BETA, LR = 0.1, 1e-5
 MATMUL = (2048, 512, 2048)
-CONFIGS = ("ours-ref", "trl-ref", "ours-cached", "trl-cached", "ours-ref-remat",
-           "ours-cached-remat", "trl-ref-ckpt", "profile")
-DEFAULT = tuple(c for c in CONFIGS if c != "trl-ref-ckpt")
+MIX_PROMPT, MIX_RESPONSE = (32, 256), (16, 256)  # --mix: uniform lengths in these ranges
+CONFIGS = ("ours-ref", "trl-ref", "ours-cached", "trl-cached", "ours-cached-tworow",
+           "ours-ref-tworow", "ours-ref-remat", "ours-cached-remat", "trl-ref-ckpt", "profile")
+DEFAULT = tuple(c for c in CONFIGS if c not in ("trl-ref-ckpt", "ours-ref-tworow"))
 
 
 def _stats(xs):
@@ -25,47 +26,90 @@ def _stats(xs):
           "all": xs}
 
 
-def _rep_stats(rep_seconds, steps):
+def _rep_stats(rep_seconds, steps, rep_tokens=None):
+  """Per-rep s/step and tokens/s; ``rep_tokens`` the real tokens of each rep's steps
+  (default: ``steps * TOKENS_PER_STEP``, the fixed shape)."""
+  rep_tokens = rep_tokens or [steps * TOKENS_PER_STEP] * len(rep_seconds)
   return {"seconds_per_step": _stats([t / steps for t in rep_seconds]),
-          "tokens_per_s": _stats([steps * TOKENS_PER_STEP / t for t in rep_seconds])}
+          "tokens_per_s": _stats([n / t for n, t in zip(rep_tokens, rep_seconds)])}
+
+
+def rep_tokens(data, warmup, reps, steps):
+  """Real tokens (2 prompts + both responses per pair) of each timed rep."""
+  lengths = data[3]
+  per_step = [int(lengths[s * B:(s + 1) * B].sum()) for s in range(warmup + reps * steps)]
+  return [sum(per_step[warmup + r * steps:warmup + (r + 1) * steps]) for r in range(reps)]
 
 
 # ---------------------------------------------------------------- data (shared by both sides)
 
-def make_data(path, n_pairs, vocab_size, eos_id, seed=4):
-  """prompt [n, 128], chosen / rejected [n, 128] (127 random ids + EOS), ids below EOS."""
+def make_data(path, n_pairs, vocab_size, eos_id, seed=4, mix=False):
+  """prompt [n, 128], chosen / rejected [n, 128] (127 random ids + EOS), ids below EOS.
+  ``mix``: prompt lengths uniform in MIX_PROMPT, each response's in MIX_RESPONSE (EOS
+  included), right-padded with EOS to the widest; lengths in ``prompt_len`` etc."""
   import numpy as np
   rng = np.random.default_rng(seed)
-  prompt = rng.integers(0, vocab_size - 1, (n_pairs, PROMPT), dtype=np.int32)
-  chosen = rng.integers(0, vocab_size - 1, (n_pairs, RESPONSE), dtype=np.int32)
-  rejected = rng.integers(0, vocab_size - 1, (n_pairs, RESPONSE), dtype=np.int32)
+  widths = (MIX_PROMPT[1], MIX_RESPONSE[1]) if mix else (PROMPT, RESPONSE)
+  lens = {"prompt_len": np.full(n_pairs, PROMPT), "chosen_len": np.full(n_pairs, RESPONSE),
+          "rejected_len": np.full(n_pairs, RESPONSE)}
+  if mix:
+    lens = {"prompt_len": rng.integers(MIX_PROMPT[0], MIX_PROMPT[1] + 1, n_pairs),
+            "chosen_len": rng.integers(MIX_RESPONSE[0], MIX_RESPONSE[1] + 1, n_pairs),
+            "rejected_len": rng.integers(MIX_RESPONSE[0], MIX_RESPONSE[1] + 1, n_pairs)}
   assert eos_id == vocab_size - 1
-  chosen[:, -1] = eos_id
-  rejected[:, -1] = eos_id
-  np.savez(path, prompt=prompt, chosen=chosen, rejected=rejected)
+  arrays = {}
+  for name, width in (("prompt", widths[0]), ("chosen", widths[1]), ("rejected", widths[1])):
+    x = rng.integers(0, vocab_size - 1, (n_pairs, width), dtype=np.int32)
+    n = lens[f"{name}_len"]
+    x[np.arange(width)[None, :] >= n[:, None]] = eos_id  # padding (never read)
+    if name != "prompt":
+      x[np.arange(n_pairs), n - 1] = eos_id
+    arrays[name] = x
+  np.savez(path, **arrays, **{k: v.astype(np.int32) for k, v in lens.items()})
 
 
 def _load_data(path):
+  """(prompt, chosen, rejected) row lists of real ids, and each pair's real tokens
+  (2 prompts + both responses: the tokens a two-row step scores)."""
   import numpy as np
   d = np.load(path)
-  return d["prompt"], d["chosen"], d["rejected"]
+  rows = tuple([x[i, :n].astype(np.int32) for i, n in enumerate(d[f"{name}_len"])]
+               for name, x in (("prompt", d["prompt"]), ("chosen", d["chosen"]),
+                               ("rejected", d["rejected"])))
+  tokens = 2 * d["prompt_len"] + d["chosen_len"] + d["rejected_len"]
+  return (*rows, tokens)
 
 
-def _our_batches(data, n_steps):
-  """Our batch dicts (int32 [8, 256]; loss mask on the 128 response columns), on device."""
+def _bucket(n):
+  width = 16
+  while width < n:
+    width *= 2
+  return width
+
+
+def _our_batches(data, n_steps, layout="shared"):
+  """Our batch dicts, on device: two rows per pair right-padded to the batch's bucket (16,
+  32, 64, ..., as the data pipeline pads), loss mask on the response; ``layout="shared"``
+  (the library default for DPO) then lays each pair out as one shared-prompt row."""
   import jax
   import numpy as np
-  prompt, chosen, rejected = data
-  loss_mask = np.zeros((B, T), np.int32)
-  loss_mask[:, PROMPT:] = 1
+  from jaxalign.data.pair_layout import shared_prompt_pairs
+  prompt, chosen, rejected, _ = data
   batches = []
   for s in range(n_steps):
-    rows = slice(s * B, (s + 1) * B)
+    rows = range(s * B, (s + 1) * B)
+    width = _bucket(max(len(prompt[i]) + max(len(chosen[i]), len(rejected[i])) for i in rows))
     batch = {}
     for name, resp in (("chosen", chosen), ("rejected", rejected)):
-      batch[f"{name}_tokens"] = np.concatenate([prompt[rows], resp[rows]], axis=1)
-      batch[f"{name}_attention_mask"] = np.ones((B, T), np.int32)
-      batch[f"{name}_loss_mask"] = loss_mask
+      tokens, attention, loss = (np.zeros((B, width), np.int32) for _ in range(3))
+      for b, i in enumerate(rows):
+        p, n = len(prompt[i]), len(prompt[i]) + len(resp[i])
+        tokens[b, :n] = np.concatenate([prompt[i], resp[i]])
+        attention[b, :n], loss[b, p:n] = 1, 1
+      batch.update({f"{name}_tokens": tokens, f"{name}_attention_mask": attention,
+                    f"{name}_loss_mask": loss})
+    if layout == "shared":
+      batch = shared_prompt_pairs(batch)
     batches.append(jax.device_put(batch))
   return batches
 
@@ -99,7 +143,8 @@ def worker_ours(spec):
   config, params, objective, tx = _setup_ours(spec)
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
   warmup, reps, steps = spec["warmup"], spec["reps"], spec["steps"]
-  batches = _our_batches(_load_data(spec["data"]), warmup + reps * steps)
+  data = _load_data(spec["data"])
+  batches = _our_batches(data, warmup + reps * steps, spec["layout"])
   t0 = time.perf_counter()
   if spec["cached"]:
     ref_fn = reference_logps_fn(objective)
@@ -136,10 +181,11 @@ def worker_ours(spec):
     print(f"    rep {r}: {reps_s[-1] / steps:.3f} s/step, load before {loads[-1]:.2f}",
           flush=True)
   mem = rss_mb()
-  out.update(_rep_stats(reps_s, steps), rep_seconds=reps_s, load_before_reps=loads,
-             steps_per_rep=steps,
+  tokens = rep_tokens(data, warmup, reps, steps)
+  out.update(_rep_stats(reps_s, steps, tokens), rep_seconds=reps_s, load_before_reps=loads,
+             steps_per_rep=steps, rep_tokens=tokens, layout=spec["layout"],
              losses=losses, n_params=n_params, flops_per_step=(8 if not spec["cached"] else 6)
-             * n_params * TOKENS_PER_STEP,
+             * n_params * sum(tokens) / (reps * steps),
              peak_rss_mb=max(setup_peak, mem["peak"]),
              peak_rss_timed_steps_mb=mem["peak"] if out["peak_reset"] else None,
              rss_end_mb=mem["rss"], jax=jax.__version__, platform=jax.devices()[0].platform)
@@ -197,7 +243,7 @@ def worker_profile(spec):
   out["matmul_seconds"] = _matmul_seconds()
 
   config, params, objective, tx = _setup_ours(spec)
-  batch = _our_batches(_load_data(spec["data"]), 1)[0]
+  batch = _our_batches(_load_data(spec["data"]), 1, "two-row")[0]
   ref_fn = reference_logps_fn(objective)
   chosen, rejected = ref_fn(params, batch)
   cached = dict(batch, ref_chosen_logps=chosen, ref_rejected_logps=rejected)
@@ -277,7 +323,9 @@ def worker_trl(spec):
                                        for t in mm["all"]])
   warmup, reps, steps = spec["warmup"], spec["reps"], spec["steps"]
   n_steps = warmup + reps * steps
-  prompt, chosen, rejected = (x[:n_steps * B] for x in _load_data(spec["data"]))
+  data = _load_data(spec["data"])
+  prompt, chosen, rejected = (x[:n_steps * B] for x in data[:3])
+  max_length = max(len(p) + max(len(c), len(r)) for p, c, r in zip(prompt, chosen, rejected))
   tok = AutoTokenizer.from_pretrained(spec["model"])
   text = lambda row: " ".join(f"t{int(i)}" for i in row)
   # DPOTrainer appends EOS to each completion itself: the text drops our trailing EOS
@@ -289,7 +337,7 @@ def worker_trl(spec):
       gradient_accumulation_steps=1, max_steps=n_steps, learning_rate=LR,
       lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9,
       adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch_fused",
-      beta=BETA, loss_type=["sigmoid"], max_length=T,
+      beta=BETA, loss_type=["sigmoid"], max_length=max(T, max_length),
       gradient_checkpointing=spec["gradient_checkpointing"], bf16=False, fp16=False,
       use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
       disable_tqdm=True, dataloader_num_workers=0, train_sampling_strategy="sequential",
@@ -329,8 +377,10 @@ def worker_trl(spec):
     assert tds[i]["chosen_ids"] == chosen[i].tolist(), i
     assert tds[i]["rejected_ids"] == rejected[i].tolist(), i
   collated = trainer.data_collator([tds[i] for i in range(B)])
-  assert tuple(collated["input_ids"].shape) == (2 * B, T), collated["input_ids"].shape
-  assert collated["completion_mask"].sum(1).tolist() == [RESPONSE] * (2 * B)
+  widest = max(len(prompt[i]) + max(len(chosen[i]), len(rejected[i])) for i in range(B))
+  assert tuple(collated["input_ids"].shape) == (2 * B, widest), collated["input_ids"].shape
+  assert collated["completion_mask"].sum(1).tolist() == (
+      [len(chosen[i]) for i in range(B)] + [len(rejected[i]) for i in range(B)])
 
   losses = []
   inner_step = trainer.training_step
@@ -351,14 +401,17 @@ def worker_trl(spec):
     inner.append(sum(timer.end[i] - timer.begin[i] for i in range(first, last + 1)))
     print(f"    rep {r}: {reps_s[-1] / steps:.3f} s/step, load before {timer.loads[r]:.2f}",
           flush=True)
-  out.update(_rep_stats(reps_s, steps), rep_seconds=reps_s, steps_per_rep=steps,
+  tokens = rep_tokens(data, warmup, reps, steps)
+  out.update(_rep_stats(reps_s, steps, tokens), rep_seconds=reps_s, steps_per_rep=steps,
+             rep_tokens=tokens,
              rep_seconds_step_begin_to_end_only=inner, load_before_reps=timer.loads,
              warmup_seconds=sum(timer.end[i] - timer.begin[i] for i in range(warmup)),
              losses=losses, n_params=sum(p.numel() for p in policy.parameters()),
              peak_reset=timer.peak_reset, peak_rss_mb=max(timer.setup_peak, mem["peak"]),
              peak_rss_timed_steps_mb=mem["peak"] if timer.peak_reset else None,
              rss_end_mb=mem["rss"])
-  out["flops_per_step"] = (6 if spec["cached"] else 8) * out["n_params"] * TOKENS_PER_STEP
+  out["flops_per_step"] = ((6 if spec["cached"] else 8) * out["n_params"] * sum(tokens)
+                          / (reps * steps))
   return out
 
 

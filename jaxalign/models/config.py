@@ -79,6 +79,11 @@ class TransformerConfig:
   # blocks of this size, each against only the keys it can see: ~37% fewer attention FLOPs
   # at T = 4 blocks. 0 turns it off. The result is the same (tested).
   attention_block: int = 64
+  # Which kernel computes attention: "einsum" (ours: the block-causal einsum path above, XLA
+  # fuses it on every backend), "xla" (jax.nn.dot_product_attention's XLA path) or "cudnn"
+  # (its fused cuDNN kernel: GPU, bf16 / fp16 compute). Same masks and results (tested for
+  # "xla" on CPU; "cudnn" by benchmarks/gpu_check.py on a GPU). No soft-capping but "einsum".
+  attention_impl: Literal["einsum", "xla", "cudnn"] = "einsum"
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -86,6 +91,11 @@ class TransformerConfig:
           f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     if self.positions == "rope" and self.head_dim % 2:
       raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
+    if self.attention_impl not in ("einsum", "xla", "cudnn"):
+      raise ValueError(f"attention_impl={self.attention_impl!r}: one of einsum, xla, cudnn")
+    if self.attention_impl != "einsum" and self.attn_logit_softcap is not None:
+      raise ValueError(f"attention_impl={self.attention_impl!r} has no attention soft-capping "
+                       f"(attn_logit_softcap={self.attn_logit_softcap}): use einsum")
     if self.sliding_layers is not None:  # a JSON list (a saved config) becomes a tuple
       object.__setattr__(self, "sliding_layers", tuple(int(i) for i in self.sliding_layers))
       if self.sliding_window is None:

@@ -95,9 +95,15 @@ class Attention(nn.Module):
     new_cache = (k, v)
     q = q.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
     spec = _ScoreSpec(cfg.query_pre_attn_scalar or H, cfg.attn_logit_softcap)
-    out = _causal_attention(q, k.astype(q.dtype), v.astype(cfg.compute_dtype), bias, index,
-                            cfg.attention_block, cfg.compute_dtype, spec)  # [B, K, G, T, H]
-    out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, N * H)  # [B, T, N*H]
+    if cfg.attention_impl != "einsum":  # jax.nn.dot_product_attention: [B, T, N, H] layout
+      out = library_attention(q.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H),
+                              k.astype(q.dtype).transpose(0, 2, 1, 3),
+                              v.astype(cfg.compute_dtype).transpose(0, 2, 1, 3), bias, spec,
+                              cfg.attention_impl).reshape(B, T, N * H)
+    else:
+      out = _causal_attention(q, k.astype(q.dtype), v.astype(cfg.compute_dtype), bias, index,
+                              cfg.attention_block, cfg.compute_dtype, spec)  # [B, K, G, T, H]
+      out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, N * H)  # [B, T, N*H]
     return _dense(cfg, cfg.embed_dim, cfg.out_bias, "o_proj")(out), new_cache
 
 
@@ -122,6 +128,21 @@ def _attention(q, k, v, bias, dtype, spec: _ScoreSpec | None = None):
   scores = softcap(scores, spec.cap)
   probs = jax.nn.softmax(scores + bias[:, :, None], axis=-1).astype(dtype)
   return jnp.einsum("BKGTS,BKSH->BKGTH", probs, v)
+
+
+def library_attention(q, k, v, bias, spec: _ScoreSpec, implementation: str):
+  """``jax.nn.dot_product_attention`` with our mask semantics: q [B, T, N, H], k/v
+  [B, S, K, H] (grouped heads), bias [B, 1, T, S] (0 visible, ``_NEG_INF`` hidden).
+
+  ``"xla"`` passes the visibility as a boolean mask (a query with no visible key, a pad,
+  gets a finite uniform softmax, as ours); ``"cudnn"`` (GPU, bf16 / fp16) passes the bias in
+  the compute dtype, clipped to its finite range. No soft-capping (the config refuses it)."""
+  if implementation == "xla":
+    return jax.nn.dot_product_attention(q, k, v, mask=bias > _NEG_INF / 2,
+                                        scale=spec.scalar ** -0.5, implementation="xla")
+  low = jnp.finfo(q.dtype).min / 2
+  return jax.nn.dot_product_attention(q, k, v, bias=jnp.maximum(bias, low).astype(q.dtype),
+                                      scale=spec.scalar ** -0.5, implementation="cudnn")
 
 
 def _causal_attention(q, k, v, bias, index, block: int, dtype, spec: _ScoreSpec | None = None):

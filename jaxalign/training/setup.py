@@ -79,7 +79,8 @@ def model_config(run: RunConfig, vocab_overrides: dict) -> TransformerConfig:
   sizes = {k: v for k, v in (("embed_dim", spec.embed_dim), ("num_layers", spec.num_layers))
            if v is not None}
   return _PRESETS[spec.preset](**vocab_overrides, **sizes).replace(
-      param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat)
+      param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat,
+      attention_impl=spec.attention_impl)
 
 
 def load_policy(run: RunConfig, vocab_overrides: dict,
@@ -87,7 +88,8 @@ def load_policy(run: RunConfig, vocab_overrides: dict,
   """The starting policy: an earlier run's model, a HF checkpoint, or a random preset.
   ``place`` puts loaded tensors on devices one by one (``parallel.param_placer(mesh)``)."""
   spec = run.model
-  numerics = dict(param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat)
+  numerics = dict(param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat,
+                  attention_impl=spec.attention_impl)
   if spec.init_from:
     config, params, kind = load_model(spec.init_from, place=place)
     if kind != "policy":
@@ -96,7 +98,7 @@ def load_policy(run: RunConfig, vocab_overrides: dict,
   if spec.path:
     config, params = load_pretrained(spec.path, dtype=spec.param_dtype,
                                      compute_dtype=spec.compute_dtype, place=place)
-    return config.replace(remat=spec.remat), params
+    return config.replace(remat=spec.remat, attention_impl=spec.attention_impl), params
   config = model_config(run, vocab_overrides)
   return config, init_params(config, jax.random.PRNGKey(run.seed))
 
