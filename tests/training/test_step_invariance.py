@@ -115,8 +115,16 @@ def _objective_state(name):
   return TrainState.create(params, make_optimizer(SGD), seed=0)
 
 
+# The fast subset covers the kinds of reduction: per-pair (dpo), batch statistics (kto's
+# reference point), per-token (sft), per-pair scalar heads (rm_centered); `make test-all`
+# runs every objective.
+FAST_OBJECTIVES = ("dpo", "kto", "sft", "rm_centered")
+
+
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-@pytest.mark.parametrize("name", OBJECTIVES)
+@pytest.mark.parametrize("name", [
+    name if name in FAST_OBJECTIVES else pytest.param(name, marks=pytest.mark.slow)
+    for name in OBJECTIVES])
 def test_four_micro_batches_of_two_equal_one_batch_of_eight(name, weighted):
   obj, batch = _objective(name), _batch(name, weighted)
   whole, metrics = make_train_step(obj)(_objective_state(name), batch)
