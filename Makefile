@@ -22,7 +22,7 @@ demo: $(VENV)/.base
 	$(BIN)/jaxalign demo
 
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=25
 
 test-all: $(VENV)/.test  # with the long end-to-end runs (@pytest.mark.slow)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -61,7 +61,7 @@ def _independent_greedy_pass_at_1(model_folder) -> float:
   return float(np.mean(correct))
 
 
-@pytest.mark.parametrize("task", ["grpo", "rloo"])
+@pytest.mark.parametrize("task", ["grpo", pytest.param("rloo", marks=pytest.mark.slow)])
 def test_critic_free_rl_raises_held_out_accuracy_from_a_partial_reference(reference, tmp_path,
                                                                          task):
   out = tmp_path / task
