@@ -29,7 +29,9 @@ their JSON, prints the table and the ratios, and writes results/dpo_step.json):
   trl-ref-ckpt        DPOTrainer with gradient_checkpointing=True (TRL's default; --trl-ckpt)
   profile             matmul ceiling, where our step's time goes, XLA's FLOP count
 
-Timing: per configuration, --warmup steps first (compilation), then --reps repetitions of
+Timing: per configuration, --warmup steps first (compilation; ours also compiles each
+other batch shape the timed steps will see, on a throw-away copy of the state, and reports
+the time), then --reps repetitions of
 --steps steps each; a repetition's time covers its steps end to end (jax.block_until_ready
 after each of ours; TRL's from its first on_step_begin to its last on_step_end). Before each
 repetition the machine's load (busy cores over 1 s, while the worker idles) is recorded.
@@ -248,6 +250,13 @@ def main():
     elif "trainer_init_seconds" in r:
       print(f"{name}: DPOTrainer init (tokenising + reference precompute) "
             f"{r['trainer_init_seconds']:.2f}s")
+
+  compiled = {n: r for n, r in results.items() if "compiled_shapes" in r}
+  if compiled:
+    print("our warm-up (untimed; each distinct batch shape compiled once, as a long run "
+          "does): " + ", ".join(f"{n} {r['compiled_shapes']} shapes "
+                                f"{r['warmup_seconds_incl_compile']:.1f}s"
+                                for n, r in compiled.items()))
 
   losses = {n: results[n].get("losses") for n in ("ours-ref", "trl-ref") if n in results}
   if len(losses) == 2 and all(losses.values()):
