@@ -9,6 +9,9 @@ mirrors the param paths of its projections: ``{"layers_0": {"attn": {"q_proj": {
 
 from __future__ import annotations
 
+from typing import Any
+
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -45,3 +48,24 @@ def merge_lora(config: TransformerConfig, base: dict, adapters: dict) -> dict:
 def lora_param_count(adapters) -> int:
   """The number of trainable adapter scalars."""
   return count_params(adapters)
+
+
+@flax.struct.dataclass
+class LoraParams:
+  """The policy of a LoRA run: the frozen ``base`` params and the trained ``adapters``; the
+  training passes read it as ``{"params": base, "lora": adapters}`` (``model_variables``)."""
+
+  base: Any
+  adapters: Any
+
+
+def model_variables(params) -> dict:
+  """Flax variables of ``params``: a plain param tree, or ``LoraParams`` (base + adapters)."""
+  if isinstance(params, LoraParams):
+    return {"params": params.base, "lora": params.adapters}
+  return {"params": params}
+
+
+def base_params(params):
+  """The base param tree of ``params`` (itself when it is a plain tree)."""
+  return params.base if isinstance(params, LoraParams) else params
