@@ -20,6 +20,35 @@ class RopeScaling:
   original_max_position_embeddings: int = 8192
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+  """Low-rank adapters on the projections named in ``targets``: ``y = x W + (x A B) *
+  alpha / rank``, A [in, rank] random (PEFT's init), B [rank, out] zeros (so step 0 is the
+  base). ``dropout`` drops adapter inputs when the apply has a "dropout" rng."""
+
+  rank: int = 8
+  alpha: float = 16.0
+  dropout: float = 0.0
+  targets: tuple[str, ...] = LORA_TARGETS
+
+  def __post_init__(self):
+    object.__setattr__(self, "targets", tuple(str(t) for t in self.targets))
+    if self.rank < 1:
+      raise ValueError(f"lora rank must be >= 1, got {self.rank}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
+    unknown = sorted(set(self.targets) - set(LORA_TARGETS))
+    if unknown:
+      raise ValueError(f"lora targets {unknown} are not projections ({', '.join(LORA_TARGETS)})")
+
+  @property
+  def scale(self) -> float:
+    return self.alpha / self.rank
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """A decoder-only transformer.
@@ -84,8 +113,12 @@ class TransformerConfig:
   # (its fused cuDNN kernel: GPU, bf16 / fp16 compute). Same masks and results (tested for
   # "xla" on CPU; "cudnn" by benchmarks/gpu_check.py on a GPU). No soft-capping but "einsum".
   attention_impl: Literal["einsum", "xla", "cudnn"] = "einsum"
+  # Low-rank adapters (``jaxalign.models.lora``; a "lora" variable collection); None: off.
+  lora: LoraConfig | None = None
 
   def __post_init__(self):
+    if isinstance(self.lora, dict):  # a saved config's JSON
+      object.__setattr__(self, "lora", LoraConfig(**self.lora))
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")

@@ -55,9 +55,51 @@ class Norm(nn.Module):
     return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(cfg.compute_dtype)
 
 
-def _dense(cfg: TransformerConfig, features: int, use_bias: bool, name: str) -> nn.Dense:
-  return nn.Dense(features, use_bias=use_bias, dtype=cfg.compute_dtype,
-                  param_dtype=cfg.weights_dtype, kernel_init=_init, name=name)
+def _dense(cfg: TransformerConfig, features: int, use_bias: bool, name: str) -> "Dense":
+  return Dense(cfg, features, use_bias, name=name)
+
+
+def _lora_a_init(key, shape, dtype=jnp.float32):
+  """PEFT's kaiming-uniform(a=sqrt(5)) of A: uniform(+-1/sqrt(in)) for A [in, r]."""
+  bound = shape[0] ** -0.5
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class Dense(nn.Module):
+  """``nn.Dense`` (same params, same numerics) plus, when ``config.lora`` targets this
+  projection and the apply has a "lora" collection, ``(x A B) * alpha / rank`` from
+  variables ``lora/.../a`` [in, r] and ``b`` [r, out] (float32, cast to the compute dtype).
+  Without the "lora" collection it is the base projection alone (the reference)."""
+
+  config: TransformerConfig
+  features: int
+  use_bias: bool
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    kernel = self.param("kernel", _init, (x.shape[-1], self.features), cfg.weights_dtype)
+    bias = (self.param("bias", nn.initializers.zeros, (self.features,), cfg.weights_dtype)
+            if self.use_bias else None)
+    x_in = x
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=cfg.compute_dtype)
+    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    if bias is not None:
+      y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+    lora = cfg.lora
+    if lora is None or self.name not in lora.targets:
+      return y
+    if not (self.is_initializing() or self.has_variable("lora", "a")):
+      return y  # adapters off
+    a = self.variable("lora", "a", _lora_a_init, self.make_rng("params") if
+                      self.is_initializing() else None, (x_in.shape[-1], lora.rank)).value
+    b = self.variable("lora", "b", jnp.zeros, (lora.rank, self.features), jnp.float32).value
+    h = x
+    if lora.dropout > 0 and self.has_rng("dropout"):
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - lora.dropout, h.shape)
+      h = jnp.where(keep, h / (1.0 - lora.dropout), 0).astype(h.dtype)
+    low = h @ a.astype(cfg.compute_dtype)  # [..., r]
+    return y + (low @ b.astype(cfg.compute_dtype)) * jnp.asarray(lora.scale, cfg.compute_dtype)
 
 
 class Attention(nn.Module):

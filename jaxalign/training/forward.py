@@ -8,11 +8,13 @@ import jax.numpy as jnp
 
 from jaxalign.models import RewardModel, Transformer, TransformerConfig
 from jaxalign.models.heads import ScalarHead
+from jaxalign.models.lora import base_params, model_variables
 from jaxalign.models.transformer import softcap as soft_cap
 
 
 def lm_head_weight(config: TransformerConfig, params) -> jax.Array:
   """The [V, D] output projection (the embedding when tied)."""
+  params = base_params(params)
   return params["embed"] if config.tie_embeddings else params["lm_head"]
 
 
@@ -53,7 +55,7 @@ def token_logprobs(config: TransformerConfig, params, tokens, attention_mask,
   """Shifted per-token log-probs ``[B, T]``: column t scores ``tokens[:, t]`` from position
   t - 1; column 0 is 0. Float32 whatever the params' dtype."""
   hidden = Transformer(config, output="hidden").apply(
-      {"params": params}, tokens, attention_mask=attention_mask)  # [B, T, D]
+      model_variables(params), tokens, attention_mask=attention_mask)  # [B, T, D]
   logps = hidden_token_logprobs(hidden[:, :-1], lm_head_weight(config, params), tokens[:, 1:],
                                 temperature, chunk_size, config.final_logit_softcap)
   return jnp.pad(logps, ((0, 0), (1, 0)))
@@ -62,7 +64,8 @@ def token_logprobs(config: TransformerConfig, params, tokens, attention_mask,
 def pair_hidden(config: TransformerConfig, params, batch) -> jax.Array:
   """Final hidden states [B, L, D] of a shared-prompt pair batch (``data.pair_layout``)."""
   return Transformer(config, output="hidden").apply(
-      {"params": params}, batch["pair_tokens"], attention_mask=batch["pair_attention_mask"],
+      model_variables(params), batch["pair_tokens"],
+      attention_mask=batch["pair_attention_mask"],
       positions=batch["pair_positions"], segment_ids=batch["pair_segment_ids"],
       prefix_ids=batch["pair_prefix_ids"])
 
@@ -89,7 +92,7 @@ def packed_response_logprobs(config: TransformerConfig, params, batch,
                              temperature: float = 1.0, chunk_size: int | None = 128):
   """Log-probs [B', R] of a packed SFT batch's response entries (``data.packing``)."""
   hidden = Transformer(config, output="hidden").apply(
-      {"params": params}, batch["tokens"], attention_mask=batch["attention_mask"],
+      model_variables(params), batch["tokens"], attention_mask=batch["attention_mask"],
       positions=batch["positions"], segment_ids=batch["segment_ids"])  # [B', W, D]
   return gathered_logprobs(hidden, lm_head_weight(config, params), batch["response_source"],
                            batch["response_targets"], temperature, chunk_size,
@@ -108,7 +111,7 @@ def pair_reward_scores(config: TransformerConfig, params, batch) -> tuple[jax.Ar
 
 def reward_scores(config: TransformerConfig, params, tokens, attention_mask) -> jax.Array:
   """Reward-model scores ``[B]`` at each row's last real token."""
-  return RewardModel(config).apply({"params": params}, tokens, attention_mask)
+  return RewardModel(config).apply(model_variables(params), tokens, attention_mask)
 
 
 def pad_to_length(x: jax.Array, length: int) -> jax.Array:

@@ -16,7 +16,10 @@ class TrainState:
 
   ``ref_params`` is None when the objective needs no reference (SFT, RM, reference-free
   losses, cached reference log-probs). ``extras`` holds objective-specific state (e.g. an
-  adaptive KL coefficient) as a dict of arrays.
+  adaptive KL coefficient) as a dict of arrays. ``base_params``: LoRA runs
+  (``config.lora``) train ``params`` = the adapters only (the only tree with gradients and
+  optimizer state) over these frozen base params, which are also the reference (adapters
+  off: ``train_step``).
   """
 
   step: jax.Array
@@ -25,13 +28,15 @@ class TrainState:
   rng: jax.Array
   ref_params: Any = None
   extras: Any = None
+  base_params: Any = None
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
 
   @classmethod
   def create(cls, params, tx: optax.GradientTransformation, seed: int, ref_params=None,
-             extras=None) -> "TrainState":
+             extras=None, base_params=None) -> "TrainState":
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-               rng=jax.random.PRNGKey(seed), ref_params=ref_params, extras=extras, tx=tx)
+               rng=jax.random.PRNGKey(seed), ref_params=ref_params, extras=extras,
+               base_params=base_params, tx=tx)
 
   def apply_gradients(self, grads) -> "TrainState":
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)

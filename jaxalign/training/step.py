@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxalign.models.lora import LoraParams
 from jaxalign.training.state import TrainState
 
 
@@ -82,8 +83,37 @@ def accumulate_gradients(objective, params, ref_params, batch: dict, micro_batch
   return _scan_sum(micro_step, slices)
 
 
+class LoraBound:
+  """``objective`` as a function of the adapters alone over frozen ``base`` params: the
+  gradient is taken w.r.t. the adapters only (XLA computes no base weight gradients); the
+  reference, when the state has none, is the base with adapters off."""
+
+  def __init__(self, objective, base):
+    self.objective, self.base = objective, base
+
+  def denominators(self, batch):
+    return self.objective.denominators(batch)
+
+  def _ref(self, ref_params):
+    return self.base if ref_params is None else ref_params
+
+  def loss(self, adapters, ref_params, batch, denominators):
+    return self.objective.loss(LoraParams(self.base, adapters), self._ref(ref_params), batch,
+                               denominators)
+
+  def __getattr__(self, name):
+    if name != "statistics":
+      raise AttributeError(name)
+    hook = getattr(self.objective, "statistics")
+    return lambda adapters, ref_params, batch, denominators: hook(
+        LoraParams(self.base, adapters), self._ref(ref_params), batch, denominators)
+
+
 def train_step(objective, state: TrainState, batch: dict, micro_batches: int = 1):
-  """The un-jitted step: gradients over the batch, one optimizer update, metrics."""
+  """The un-jitted step: gradients over the batch, one optimizer update, metrics. With
+  ``state.base_params`` (LoRA) ``state.params`` are the adapters (``LoraBound``)."""
+  if state.base_params is not None:
+    objective = LoraBound(objective, state.base_params)
   loss, metrics, grads = accumulate_gradients(objective, state.params, state.ref_params, batch,
                                               micro_batches)
   new_state = state.apply_gradients(grads)
