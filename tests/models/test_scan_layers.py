@@ -88,3 +88,32 @@ def test_remat_scan_gradients_equal_unrolled():
 def test_scan_without_layers_is_refused():
   with pytest.raises(ValueError, match="scan_layers needs num_layers >= 1"):
     tiny_llama(num_layers=0, scan_layers=True)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_hf_parity_and_export_on_the_stacked_layout(hf_model_dirs, family, tmp_path):
+  from jaxalign.models import load_pretrained, save_pretrained
+  from tests import hf_reference
+  config, params = load_pretrained(hf_model_dirs[family], scan_layers=True)
+  assert config.scan_layers and "layers" in params and "layers_0" not in params
+  tokens, mask = hf_reference.padded_batch(1, [20, 13, 7], 20, "left")
+  ours = np.asarray(Transformer(config).apply({"params": params}, jnp.asarray(tokens),
+                                              attention_mask=jnp.asarray(mask)))
+  theirs = hf_reference.hf_logits(hf_reference.load_hf(hf_model_dirs[family]), tokens, mask)
+  real = mask.astype(bool)
+  np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=0)
+  save_pretrained(config, params, str(tmp_path))
+  exported = hf_reference.hf_logits(hf_reference.load_hf(str(tmp_path)), tokens, mask)
+  np.testing.assert_allclose(exported[real], theirs[real], atol=1e-5, rtol=0)
+
+
+def test_sharding_rules_skip_the_layer_axis():
+  from jaxalign.parallel.sharding import param_spec, tensor_dim
+  from jax.sharding import PartitionSpec as P
+  q = ("layers", "attn", "q_proj", "kernel")
+  o = ("backbone", "layers", "attn", "o_proj", "kernel")
+  assert tensor_dim(q, 3) == 2 and tensor_dim(o, 3) == 1
+  assert tensor_dim(("layers_0", "attn", "o_proj", "kernel"), 2) == 0
+  # L = 64 is the largest dim, yet fsdp goes on a weight dim.
+  assert param_spec((64, 32, 48), 8, path=q, tensor_size=2) == P(None, "fsdp", "tensor")
+  assert param_spec((64, 32, 16), 8, path=o, tensor_size=2) == P(None, "tensor", "fsdp")
