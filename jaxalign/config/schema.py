@@ -24,6 +24,8 @@ class ModelSpec:
   param_dtype: str = "float32"     # master weights
   compute_dtype: str = "float32"   # "bfloat16" for mixed precision (losses stay float32)
   remat: bool = False              # rematerialise each block in the backward pass
+  scan_layers: bool = False        # the blocks as one nn.scan over stacked params [L, ...]:
+  #   same results, compile time flat in depth (docs/models.md, "Scan over layers")
   attention_impl: Literal["einsum", "xla", "cudnn"] = "einsum"  # the attention kernel
   #   (docs/models.md: einsum everywhere; cudnn on GPUs in bf16)
   embed_dim: int | None = None     # preset size overrides

@@ -104,6 +104,10 @@ class TransformerConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  # Run the decoder blocks as one ``nn.scan`` over stacked params ``layers`` [L, ...] instead
+  # of L unrolled copies ``layers_0`` .. ``layers_{L-1}``: the same results, a compile time
+  # flat in depth (docs/models.md, "Scan over layers"; models/layer_stack.py converts).
+  scan_layers: bool = False
   # Causal self-attention over a whole sequence (training, prefill) is computed in query
   # blocks of this size, each against only the keys it can see: ~37% fewer attention FLOPs
   # at T = 4 blocks. 0 turns it off. The result is the same (tested).
@@ -129,6 +133,9 @@ class TransformerConfig:
     if self.attention_impl != "einsum" and self.attn_logit_softcap is not None:
       raise ValueError(f"attention_impl={self.attention_impl!r} has no attention soft-capping "
                        f"(attn_logit_softcap={self.attn_logit_softcap}): use einsum")
+    if self.scan_layers and self.num_layers < 1:
+      raise ValueError(f"scan_layers needs num_layers >= 1 (a scan of length "
+                       f"{self.num_layers} has no params to stack): set scan_layers=False")
     if self.sliding_layers is not None:  # a JSON list (a saved config) becomes a tuple
       object.__setattr__(self, "sliding_layers", tuple(int(i) for i in self.sliding_layers))
       if self.sliding_window is None:

@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 
 from jaxalign.models.config import TransformerConfig
 from jaxalign.models.hf_config import CheckpointError, config_from_hf, config_to_hf
+from jaxalign.models.layer_stack import has_stacked_layers, stack_layers, unstack_layers
 
 log = logging.getLogger(__name__)
 _IGNORED_SUFFIXES = ("attn.bias", "attn.masked_bias", "rotary_emb.inv_freq")
@@ -203,6 +204,8 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
       the param tree (a tuple of names; default: ``jnp.asarray`` on the default device).
       ``jaxalign.parallel.param_placer(mesh)`` puts each tensor straight onto its shards,
       so a model larger than one device's memory loads.
+    config_overrides: TransformerConfig fields set on the result; ``scan_layers=True``
+      returns the stacked layout (the layers are stacked on the host, before ``place``).
   """
   config_path = os.path.join(path, "config.json")
   hf = read_hf_config(path)
@@ -210,7 +213,8 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
   config = config_from_hf(hf, where=config_path, param_dtype=dtype,
                           dtype=compute_dtype or dtype, **config_overrides)
   src = _TensorSource(path)
-  flat = _read_entries(config, src, _expected_shapes(config))
+  unrolled = config.replace(scan_layers=False)  # the checkpoint's layout: one key per layer
+  flat = _read_entries(unrolled, src, _expected_shapes(unrolled))
   unused = sorted(k for k in set(src.files) - src.used
                   if not k.endswith(_IGNORED_SUFFIXES) and k != "lm_head.weight")
   if unused:
@@ -218,7 +222,11 @@ def load_pretrained(path: str, dtype: str | None = None, compute_dtype: str | No
                 config.model_type, ", ".join(unused[:8]))
   np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
   place = place or (lambda x, path: jnp.asarray(x))
-  params = _unflatten({k: place(v.astype(np_dtype), k) for k, v in flat.items()})
+  host = _unflatten({k: v.astype(np_dtype) for k, v in flat.items()})
+  if config.scan_layers:
+    host = stack_layers(host, config.num_layers)
+  params = jax.tree_util.tree_map_with_path(
+      lambda kp, v: place(v, tuple(p.key for p in kp)), host)
   return config, params
 
 
@@ -233,8 +241,12 @@ def save_pretrained(config: TransformerConfig, params: dict, path: str) -> None:
 def hf_tensors(config: TransformerConfig, params: dict,
                skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
   """Our param tree as a Hugging Face state dict (HF keys -> arrays); entries whose HF key is
-  in ``skip`` (e.g. "lm_head.weight" for a reward model's backbone) are left out."""
-  flat = {tuple(p.key for p in kp): np.asarray(v)
+  in ``skip`` (e.g. "lm_head.weight" for a reward model's backbone) are left out. Stacked
+  params (``scan_layers``) are unstacked: the folder has one key per layer either way."""
+  params = jax.tree_util.tree_map(np.asarray, params)
+  if has_stacked_layers(params):
+    params = unstack_layers(params, config.num_layers)
+  flat = {tuple(p.key for p in kp): v
           for kp, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   tensors = {}
   for ours, key, layout in checkpoint_entries(config):

@@ -239,7 +239,8 @@ def _check_round_trip(c: TransformerConfig, out: dict) -> None:
   """transformers must build the same architecture from ``out``: a switch the family's
   transformers class does not have (say post_norms on a llama) has no Hugging Face form."""
   kept = dict(dtype=c.dtype, param_dtype=c.param_dtype, remat=c.remat,
-              attention_block=c.attention_block, attention_impl=c.attention_impl)
+              attention_block=c.attention_block, attention_impl=c.attention_impl,
+              scan_layers=c.scan_layers)
   back = _canonical(config_from_hf(out, where=f"a {c.model_type} config.json", **kept))
   c = _canonical(c)
   differ = [f"{f.name} {getattr(c, f.name)!r}" for f in dataclasses.fields(c)

@@ -3,7 +3,9 @@
 ``Transformer(config).apply({"params": params}, tokens, attention_mask=..., positions=...,
 cache=...)`` returns logits ``[B, T, V]`` in float32, and ``(logits, cache)`` when a cache is
 passed. Positions derive from the mask (``cumsum(mask) - 1``), so left- and right-padded
-rows give the same logits at real tokens as unpadded ones.
+rows give the same logits at real tokens as unpadded ones. With ``config.scan_layers`` the
+blocks run under one ``nn.scan`` over stacked params (``models/layer_stack.py``) and a
+stacked cache; the logits are the unrolled model's.
 """
 
 from __future__ import annotations
@@ -110,8 +112,9 @@ class Attention(nn.Module):
   sliding: bool = False
 
   @nn.compact
-  def __call__(self, x, positions, bias, layer_cache, index):
-    """x [B, T, D]; bias [B, 1, T, S]; layer_cache (k, v) each [B, K, S, H] or None."""
+  def __call__(self, x, positions, bias, layer_cache, index, sliding=None):
+    """x [B, T, D]; bias [B, 1, T, S]; layer_cache (k, v) each [B, K, S, H] or None;
+    ``sliding`` (a traced [] bool, scanned layers) overrides the attribute when given."""
     cfg = self.config
     B, T, _ = x.shape
     N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -122,10 +125,7 @@ class Attention(nn.Module):
       q = Norm(cfg, name="q_norm")(q)
       k = Norm(cfg, name="k_norm")(k)
     if cfg.positions == "rope":
-      if self.sliding and cfg.local_rope_theta is not None:
-        inv_freq = inverse_frequencies(H, cfg.local_rope_theta)
-      else:
-        inv_freq = inverse_frequencies(H, cfg.rope_theta, cfg.rope_scaling)
+      inv_freq = layer_inverse_frequencies(cfg, self.sliding if sliding is None else sliding)
       q = apply_rope(q, positions, inv_freq)
       k = apply_rope(k, positions, inv_freq)
     k = k.transpose(0, 2, 1, 3)  # [B, K, T, H]
@@ -147,6 +147,19 @@ class Attention(nn.Module):
                               cfg.attention_block, cfg.compute_dtype, spec)  # [B, K, G, T, H]
       out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, N * H)  # [B, T, N*H]
     return _dense(cfg, cfg.embed_dim, cfg.out_bias, "o_proj")(out), new_cache
+
+
+def layer_inverse_frequencies(cfg: TransformerConfig, sliding):
+  """RoPE inverse frequencies [H/2] of a layer: ``local_rope_theta``'s (unscaled) on a
+  sliding layer when set, else ``rope_theta``'s. ``sliding`` is a Python bool or, for scanned
+  layers, a traced [] bool that selects between the two sets."""
+  global_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+  if cfg.local_rope_theta is None or sliding is False:
+    return global_freq
+  local_freq = inverse_frequencies(cfg.head_dim, cfg.local_rope_theta)
+  if sliding is True:
+    return local_freq
+  return jnp.where(sliding, local_freq, global_freq)
 
 
 def softcap(x, cap: float | None):
@@ -223,10 +236,10 @@ class Block(nn.Module):
   sliding: bool = False
 
   @nn.compact
-  def __call__(self, x, positions, bias, layer_cache, index):
+  def __call__(self, x, positions, bias, layer_cache, index, sliding=None):
     cfg = self.config
     attn_out, new_cache = Attention(cfg, self.sliding, name="attn")(
-        Norm(cfg, name="attn_norm")(x), positions, bias, layer_cache, index)
+        Norm(cfg, name="attn_norm")(x), positions, bias, layer_cache, index, sliding)
     if cfg.post_norms:
       attn_out = Norm(cfg, name="post_attn_norm")(attn_out)
     x = x + attn_out
@@ -268,17 +281,35 @@ def attention_bias(query_slots, key_mask, sliding_window=None, segment_ids=None,
   return jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)[:, None]
 
 
+def window_biases(cfg: TransformerConfig, query_slots, key_mask, segment_ids=None,
+                  prefix_ids=None, positions=None) -> tuple[list[jax.Array], list[int]]:
+  """``(biases, which)``: ``attention_bias`` under each distinct sliding window of the
+  layers, built once each (Gemma alternates two), and the index into ``biases`` of each
+  layer's window."""
+  windows = []
+  for i in range(cfg.num_layers):
+    if cfg.layer_window(i) not in windows:
+      windows.append(cfg.layer_window(i))
+  biases = [attention_bias(query_slots, key_mask, window, segment_ids, prefix_ids, positions)
+            for window in windows]
+  return biases, [windows.index(cfg.layer_window(i)) for i in range(cfg.num_layers)]
+
+
 def layer_biases(cfg: TransformerConfig, query_slots, key_mask, segment_ids=None,
                  prefix_ids=None, positions=None) -> list[jax.Array]:
-  """``attention_bias`` for each layer, under its own sliding window; each distinct window's
-  bias is built once (Gemma alternates two)."""
-  by_window = {}
-  for i in range(cfg.num_layers):
-    window = cfg.layer_window(i)
-    if window not in by_window:
-      by_window[window] = attention_bias(query_slots, key_mask, window, segment_ids,
-                                         prefix_ids, positions)
-  return [by_window[cfg.layer_window(i)] for i in range(cfg.num_layers)]
+  """``attention_bias`` for each layer, under its own sliding window (``window_biases``)."""
+  biases, which = window_biases(cfg, query_slots, key_mask, segment_ids, prefix_ids,
+                                positions)
+  return [biases[w] for w in which]
+
+
+def _block_class(cfg: TransformerConfig, static_index: bool, scanned: bool = False):
+  """``Block``, rematerialised under ``cfg.remat``; without a cache the write index is the
+  constant 0: kept static (``static_index``) so blocked attention still applies."""
+  if not cfg.remat:
+    return Block
+  # Inside a scan there is no CSE across iterations to prevent (flax's advice).
+  return nn.remat(Block, static_argnums=(5,) if static_index else (), prevent_cse=not scanned)
 
 
 class Transformer(nn.Module):
@@ -317,29 +348,68 @@ class Transformer(nn.Module):
       pos_embed = self.param("pos_embed", nn.initializers.normal(0.01),
                              (cfg.max_seq_len, cfg.embed_dim), cfg.weights_dtype)
       x = x + jnp.take(pos_embed, positions, axis=0).astype(cfg.compute_dtype)
-    biases = layer_biases(cfg, index + jnp.arange(T), key_mask, segment_ids, prefix_ids,
-                          positions)  # num_layers x [B, 1, T, S]
-    block_cls = Block
-    if cfg.remat:  # without a cache the write index is the constant 0: keep it static
-      block_cls = nn.remat(Block, static_argnums=(5,)) if cache is None else nn.remat(Block)
-    new_keys, new_values = [], []
-    for i in range(cfg.num_layers):
-      layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-      block = block_cls(cfg, sliding=cfg.layer_window(i) is not None, name=f"layers_{i}")
-      x, (k, v) = block(x, positions, biases[i], layer_cache, index)
-      x = constrain_residual(x, embed)
-      new_keys.append(k)
-      new_values.append(v)
+    biases, which = window_biases(cfg, index + jnp.arange(T), key_mask, segment_ids,
+                                  prefix_ids, positions)  # <= 2 x [B, 1, T, S]
+    layers = self._scanned_layers if cfg.scan_layers else self._unrolled_layers
+    x, new_keys, new_values = layers(x, positions, biases, which, cache, index, embed)
     hidden = Norm(cfg, name="final_norm")(x)  # [B, T, D]
     out = hidden if self.output == "hidden" else self._logits(hidden, embed)
     if return_hidden and self.output != "hidden":
       out = (out, hidden)
     if cache is None:
       return out
-    new_cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), mask=key_mask,
+    new_cache = KVCache(keys=new_keys, values=new_values, mask=key_mask,
                         lengths=cache.lengths + attention_mask.sum(axis=1),
                         index=cache.index + T)
     return out, new_cache
+
+  def _unrolled_layers(self, x, positions, biases, which, cache, index, embed):
+    """Blocks ``layers_0`` .. ``layers_{L-1}`` one after another; returns ``(x, keys,
+    values)``, the cache's new per-layer tuples (None without a cache)."""
+    cfg = self.config
+    block_cls = _block_class(cfg, static_index=cache is None)
+    new_keys, new_values = [], []
+    for i in range(cfg.num_layers):
+      layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+      block = block_cls(cfg, sliding=cfg.layer_window(i) is not None, name=f"layers_{i}")
+      x, (k, v) = block(x, positions, biases[which[i]], layer_cache, index)
+      x = constrain_residual(x, embed)
+      new_keys.append(k)
+      new_values.append(v)
+    if cache is None:
+      return x, None, None
+    return x, tuple(new_keys), tuple(new_values)
+
+  def _scanned_layers(self, x, positions, biases, which, cache, index, embed):
+    """One ``Block`` under ``nn.scan`` over the stacked params ``layers`` [L, ...] (and the
+    stacked cache [L, B, K, S, H]); returns ``(x, keys, values)`` as ``_unrolled_layers``.
+
+    What differs between layers is scanned with them: the index of the layer's bias in
+    ``biases`` (<= 2 distinct, never one per layer) and, when sliding and global layers
+    have different RoPE bases, the layer's sliding flag."""
+    cfg = self.config
+    sliding = [cfg.layer_window(i) is not None for i in range(cfg.num_layers)]
+    mixed_rope = cfg.local_rope_theta is not None and len(set(sliding)) > 1
+    bias_stack = jnp.stack(biases) if len(biases) > 1 else None  # [W, B, 1, T, S], W = 2
+
+    def body(block, x, xs):
+      which_i, sliding_i, layer_cache = xs
+      bias = (biases[0] if bias_stack is None
+              else jax.lax.dynamic_index_in_dim(bias_stack, which_i, keepdims=False))
+      x, new_cache = block(x, positions, bias, layer_cache, index,
+                           sliding_i if mixed_rope else None)
+      return constrain_residual(x, embed), (None if layer_cache is None else new_cache)
+
+    scan = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True},
+                   length=cfg.num_layers)
+    block_cls = _block_class(cfg, static_index=cache is None, scanned=True)
+    block = block_cls(cfg, sliding=sliding[0], name="layers")  # the flag of a uniform stack
+    xs = (jnp.asarray(which, jnp.int32), jnp.asarray(sliding),
+          None if cache is None else (cache.keys, cache.values))
+    x, new_cache = scan(block, x, xs)
+    if cache is None:
+      return x, None, None
+    return x, new_cache[0], new_cache[1]  # [L, B, K, S, H] each
 
   def _logits(self, hidden, embed):
     cfg = self.config

@@ -5,7 +5,8 @@ Params: a path-aware rule table (``TENSOR_RULES``) gives each Megatron-style lay
 splits over 'tensor' (column-parallel q/k/v, gate/up and their biases; row-parallel o_proj
 and down_proj; vocab-parallel embedding and LM head); then 'fsdp' goes on the largest other
 dim that divides. A dim that 'tensor' does not divide is replicated over 'tensor' (never an
-error). With ``tensor = 1`` this is the shape-only FSDP rule: the largest divisible dim.
+error). With ``tensor = 1`` this is the shape-only FSDP rule: the largest divisible dim. The
+layer axis of stacked layers (``model.scan_layers``) is never split.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from jaxalign.parallel.mesh import BATCH_AXES
 # after the reduction, are replicated); the embedding and LM head split the vocabulary.
 # Anything not listed (norms, row biases, ``pos_embed``, reward / value heads) is replicated
 # over 'tensor'. The same names under a prefix (``backbone/``, ``policy/``) match.
+# Stacked layers (``model.scan_layers``: ``layers/attn/q_proj/kernel`` [L, D, N*H]) carry a
+# leading layer axis: the rule's dim shifts by one, and that axis is never split (the scan
+# reads one layer per step; splitting L over fsdp would gather whole layers on one device).
 COLUMN, ROW, VOCAB = -1, 0, 0
+STACKED_LAYERS = "layers"  # the scanned blocks' subtree (models/layer_stack.py)
 TENSOR_RULES: dict[str, int] = {
     **{f"{name}/kernel": COLUMN for name in ("q_proj", "k_proj", "v_proj", "gate_proj",
                                              "up_proj")},
@@ -50,14 +55,24 @@ def _names(path) -> tuple[str, ...]:
   return tuple(names)
 
 
+def is_stacked(path) -> bool:
+  """Whether the param at ``path`` lies in the stacked layers (its dim 0 is the layer)."""
+  return STACKED_LAYERS in _names(path)[:-1]
+
+
 def tensor_dim(path, ndim: int) -> int | None:
   """The dim of a param at ``path`` that ``TENSOR_RULES`` splits over 'tensor' (None: none).
-  The longest matching suffix of the path wins."""
+  The longest matching suffix of the path wins; under stacked layers the rule's dims count
+  after the leading layer axis."""
   names = _names(path)
   for length in range(min(len(names), 2), 0, -1):
     dim = TENSOR_RULES.get("/".join(names[-length:]))
     if dim is not None:
-      return dim % ndim if ndim else None
+      if not ndim:
+        return None
+      if is_stacked(path):
+        return 1 + dim % (ndim - 1) if ndim > 1 else None
+      return dim % ndim
   return None
 
 
@@ -69,14 +84,16 @@ def param_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int = 2 ** 10, 
   ``tensor_size`` divides it (else replicated over 'tensor'). 'fsdp': on the largest other
   dim divisible by ``fsdp_size``; small tensors (fewer than ``min_size`` elements: norm
   scales, biases) and indivisible ones stay replicated over 'fsdp'. Without a path or with
-  ``tensor_size = 1`` this is the plain FSDP rule."""
+  ``tensor_size = 1`` this is the plain FSDP rule. The leading layer axis of a param in the
+  stacked layers (``is_stacked``) is never split."""
   spec: list = [None] * len(shape)
   if tensor_size > 1:
     dim = tensor_dim(path, len(shape))
     if dim is not None and shape[dim] % tensor_size == 0:
       spec[dim] = "tensor"
   if fsdp_size > 1 and int(np.prod(shape, dtype=np.int64)) >= min_size:
-    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    first = 1 if is_stacked(path) else 0
+    for dim in sorted(range(first, len(shape)), key=lambda d: -shape[d]):
       if spec[dim] is None and shape[dim] % fsdp_size == 0:
         spec[dim] = "fsdp"
         break

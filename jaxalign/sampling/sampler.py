@@ -161,11 +161,11 @@ def generate(config: TransformerConfig, params, prompt_tokens, prompt_mask, rng,
 
 
 def _repeat_rows(tree, times: int):
-  """Every batch-major leaf repeated ``times`` along axis 0 (row b -> rows b*G .. b*G+G-1);
-  scalars (the cache's write index) stay."""
+  """Every leaf (batch-major) repeated ``times`` along axis 0 (row b -> rows b*G .. b*G+G-1);
+  the cache has its own ``KVCache.repeat_rows``."""
   if times == 1:
     return tree
-  return jax.tree_util.tree_map(lambda x: jnp.repeat(x, times, axis=0) if x.ndim else x, tree)
+  return jax.tree_util.tree_map(lambda x: jnp.repeat(x, times, axis=0), tree)
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -180,8 +180,9 @@ def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_
   logits, cache = model.apply({"params": params}, prompt_tokens, attention_mask=prompt_mask,
                               cache=cache)
   # One prefill per prompt; its cache, last logits and prompt repeated for the G samples.
-  cache, logits, prompt_tokens, prompt_mask = _repeat_rows(
-      (cache, logits[:, -1:], prompt_tokens, prompt_mask), num_samples)
+  cache = cache.repeat_rows(num_samples)  # either layout (per-layer or stacked)
+  logits, prompt_tokens, prompt_mask = _repeat_rows(
+      (logits[:, -1:], prompt_tokens, prompt_mask), num_samples)
   B = B * num_samples
 
   def suppress(logits_bv):

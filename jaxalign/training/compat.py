@@ -25,7 +25,7 @@ from jaxalign.training.tokenizers import (model_tokenizer, run_tokenizer, tokeni
 
 # Fields that do not change what the weights compute (numerics, informational ids).
 _NOT_ARCHITECTURE = ("dtype", "param_dtype", "remat", "attention_block", "attention_impl",
-                     "bos_token_id",
+                     "scan_layers", "bos_token_id",
                      "eos_token_id", "pad_token_id")
 ONLINE_TASKS = ("ppo", "online-dpo", "grpo", "rloo")
 

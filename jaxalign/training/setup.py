@@ -80,7 +80,7 @@ def model_config(run: RunConfig, vocab_overrides: dict) -> TransformerConfig:
            if v is not None}
   return _PRESETS[spec.preset](**vocab_overrides, **sizes).replace(
       param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat,
-      attention_impl=spec.attention_impl)
+      attention_impl=spec.attention_impl, scan_layers=spec.scan_layers)
 
 
 def load_policy(run: RunConfig, vocab_overrides: dict,
@@ -90,14 +90,16 @@ def load_policy(run: RunConfig, vocab_overrides: dict,
   spec = run.model
   numerics = dict(param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat,
                   attention_impl=spec.attention_impl)
-  if spec.init_from:
-    config, params, kind = load_model(spec.init_from, place=place)
+  if spec.init_from:  # in the run's layer layout, whichever the folder holds
+    config, params, kind = load_model(spec.init_from, place=place,
+                                      scan_layers=spec.scan_layers)
     if kind != "policy":
       raise CheckpointError(f"{spec.init_from}: holds a {kind}, a policy is needed")
     return config.replace(**numerics), _cast(params, spec.param_dtype)
   if spec.path:
     config, params = load_pretrained(spec.path, dtype=spec.param_dtype,
-                                     compute_dtype=spec.compute_dtype, place=place)
+                                     compute_dtype=spec.compute_dtype, place=place,
+                                     scan_layers=spec.scan_layers)
     return config.replace(remat=spec.remat, attention_impl=spec.attention_impl), params
   config = model_config(run, vocab_overrides)
   return config, init_params(config, jax.random.PRNGKey(run.seed))
@@ -107,7 +109,7 @@ def load_reference(run: RunConfig, policy) -> dict:
   """The reference policy: ``model.reference_from`` if set, else a copy of the start policy."""
   if not run.model.reference_from:
     return copy_tree(policy)
-  _, params, kind = load_model(run.model.reference_from)
+  _, params, kind = load_model(run.model.reference_from, scan_layers=run.model.scan_layers)
   if kind != "policy":
     raise CheckpointError(f"{run.model.reference_from}: holds a {kind}, a policy is needed")
   check_same_layout(policy, params, "the policy",
