@@ -7,13 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.models.config import TransformerConfig
+from jaxalign.models.layer_stack import stack_layers
 from jaxalign.models.transformer import Transformer
 
 
 def init_params(config: TransformerConfig, rng: jax.Array) -> dict:
-  """Random params for ``Transformer(config)`` (normal(0.02) kernels, zero biases)."""
+  """Random params for ``Transformer(config)`` (normal(0.02) kernels, zero biases). The same
+  ``rng`` gives the same weights in either layer layout: under ``scan_layers`` the unrolled
+  init is stacked, so a seed means one model whichever layout trains it."""
   tokens = jnp.zeros((1, 1), jnp.int32)
-  return jax.jit(lambda key: Transformer(config).init(key, tokens)["params"])(rng)
+  unrolled = config.replace(scan_layers=False)
+  params = jax.jit(lambda key: Transformer(unrolled).init(key, tokens)["params"])(rng)
+  return stack_layers(params, config.num_layers) if config.scan_layers else params
 
 
 def count_params(params) -> int:

@@ -53,6 +53,9 @@ def test_stack_unstack_round_trip_and_init_layout():
   scan_init = init_params(config.replace(scan_layers=True), jax.random.key(0))
   shapes = jax.tree_util.tree_map(jnp.shape, scan_init)
   assert shapes == jax.tree_util.tree_map(jnp.shape, stack_layers(params, 3))
+  for a, b in zip(jax.tree_util.tree_leaves(scan_init),
+                  jax.tree_util.tree_leaves(stack_layers(params, 3))):
+    np.testing.assert_array_equal(a, b)  # one seed, one model, in either layout
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma"])
