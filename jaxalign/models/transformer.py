@@ -83,7 +83,6 @@ class Dense(nn.Module):
     kernel = self.param("kernel", _init, (x.shape[-1], self.features), cfg.weights_dtype)
     bias = (self.param("bias", nn.initializers.zeros, (self.features,), cfg.weights_dtype)
             if self.use_bias else None)
-    x_in = x
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=cfg.compute_dtype)
     y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
     if bias is not None:
@@ -94,7 +93,7 @@ class Dense(nn.Module):
     if not (self.is_initializing() or self.has_variable("lora", "a")):
       return y  # adapters off
     a = self.variable("lora", "a", _lora_a_init, self.make_rng("params") if
-                      self.is_initializing() else None, (x_in.shape[-1], lora.rank)).value
+                      self.is_initializing() else None, (x.shape[-1], lora.rank)).value
     b = self.variable("lora", "b", jnp.zeros, (lora.rank, self.features), jnp.float32).value
     h = x
     if lora.dropout > 0 and self.has_rng("dropout"):
