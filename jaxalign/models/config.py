@@ -133,9 +133,6 @@ class TransformerConfig:
     if self.attention_impl != "einsum" and self.attn_logit_softcap is not None:
       raise ValueError(f"attention_impl={self.attention_impl!r} has no attention soft-capping "
                        f"(attn_logit_softcap={self.attn_logit_softcap}): use einsum")
-    if self.scan_layers and self.lora is not None:
-      raise ValueError("lora with scan_layers is not supported yet (the adapters are not "
-                       "stacked): set scan_layers=False")
     if self.scan_layers and self.num_layers < 1:
       raise ValueError(f"scan_layers needs num_layers >= 1 (a scan of length "
                        f"{self.num_layers} has no params to stack): set scan_layers=False")

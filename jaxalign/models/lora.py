@@ -17,17 +17,21 @@ import jax.numpy as jnp
 
 from jaxalign.models.config import TransformerConfig
 from jaxalign.models.init import count_params
+from jaxalign.models.layer_stack import stack_layers
 from jaxalign.models.transformer import Transformer
 
 
 def init_lora(config: TransformerConfig, rng: jax.Array) -> dict:
   """Fresh adapters for ``config.lora``: A random (PEFT's uniform(+-1/sqrt(in))), B zeros,
   so the adapted model equals the base at step 0. The base's own init is dead code in the
-  jitted function (only the "lora" collection is returned)."""
+  jitted function (only the "lora" collection is returned). Under ``scan_layers`` the
+  unrolled init is stacked (as ``init_params``): a seed gives the same adapters either way."""
   if config.lora is None:
     raise ValueError("init_lora needs config.lora")
   tokens = jnp.zeros((1, 1), jnp.int32)
-  return jax.jit(lambda key: Transformer(config).init(key, tokens)["lora"])(rng)
+  unrolled = config.replace(scan_layers=False)
+  adapters = jax.jit(lambda key: Transformer(unrolled).init(key, tokens)["lora"])(rng)
+  return stack_layers(adapters, config.num_layers) if config.scan_layers else adapters
 
 
 def merge_lora(config: TransformerConfig, base: dict, adapters: dict) -> dict:
@@ -38,7 +42,8 @@ def merge_lora(config: TransformerConfig, base: dict, adapters: dict) -> dict:
   def merge(params, lora):
     if "a" in lora and "b" in lora:
       kernel = params["kernel"]
-      delta = jnp.dot(lora["a"].astype(jnp.float32), lora["b"].astype(jnp.float32)) * scale
+      # matmul: [in, r] @ [r, out], or [L, in, r] @ [L, r, out] per layer when stacked.
+      delta = jnp.matmul(lora["a"].astype(jnp.float32), lora["b"].astype(jnp.float32)) * scale
       return dict(params, kernel=(kernel.astype(jnp.float32) + delta).astype(kernel.dtype))
     return dict(params, **{k: merge(params[k], v) for k, v in lora.items()})
 

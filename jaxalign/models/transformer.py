@@ -399,8 +399,9 @@ class Transformer(nn.Module):
                            sliding_i if mixed_rope else None)
       return constrain_residual(x, embed), (None if layer_cache is None else new_cache)
 
-    scan = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True},
-                   length=cfg.num_layers)
+    # LoRA adapters (a "lora" collection, when present) are stacked like the params.
+    scan = nn.scan(body, variable_axes={"params": 0, "lora": 0},
+                   split_rngs={"params": True, "dropout": True}, length=cfg.num_layers)
     block_cls = _block_class(cfg, static_index=cache is None, scanned=True)
     block = block_cls(cfg, sliding=sliding[0], name="layers")  # the flag of a uniform stack
     xs = (jnp.asarray(which, jnp.int32), jnp.asarray(sliding),

@@ -11,6 +11,7 @@ import pytest
 
 from jaxalign.models import Transformer, init_params, read_model_meta, save_model, tiny_llama
 from jaxalign.models.config import LoraConfig, tiny_gpt2
+from jaxalign.models.layer_stack import stack_layers, unstack_layers
 from jaxalign.models.lora import init_lora, lora_param_count, merge_lora
 
 _TOKENS = jnp.asarray(np.random.default_rng(0).integers(3, 250, (2, 12)), jnp.int32)
@@ -125,3 +126,30 @@ def test_bad_lora_configs_raise():
     LoraConfig(rank=0)
   with pytest.raises(ValueError, match="not projections"):
     LoraConfig(targets=("embed",))
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_adapters_under_scan_layers_equal_the_unrolled_model(make):
+  """Stacked adapters under ``scan_layers``: the same init for a seed, the same logits as the
+  unrolled model with the same adapters (and as the merged weights), dropout rngs per layer."""
+  config = make(lora=LoraConfig(rank=4, alpha=8.0))
+  scanned = config.replace(scan_layers=True)
+  base = init_params(config, jax.random.PRNGKey(0))
+  adapters = _random_b(init_lora(config, jax.random.PRNGKey(1)))
+  stacked = stack_layers(adapters, config.num_layers)
+  scanned_init = init_lora(scanned, jax.random.PRNGKey(1))
+  for got, want in zip(jax.tree_util.tree_leaves(scanned_init),
+                       jax.tree_util.tree_leaves(stack_layers(
+                           init_lora(config, jax.random.PRNGKey(1)), config.num_layers))):
+    np.testing.assert_array_equal(got, want)
+  stacked_base = stack_layers(base, config.num_layers)
+  want = _logits(config, {"params": base, "lora": adapters})
+  got = _logits(scanned, {"params": stacked_base, "lora": stacked})
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  merged = merge_lora(scanned, stacked_base, stacked)
+  np.testing.assert_allclose(
+      _logits(config.replace(lora=None), {"params": unstack_layers(merged, config.num_layers)}),
+      want, atol=1e-5, rtol=1e-5)
+  # Without the "lora" collection the scanned model is the base (the reference).
+  np.testing.assert_allclose(_logits(scanned, {"params": stacked_base}),
+                             _logits(config, {"params": base}), atol=1e-5, rtol=1e-5)

@@ -91,9 +91,6 @@ def test_remat_scan_gradients_equal_unrolled():
 def test_scan_without_layers_is_refused():
   with pytest.raises(ValueError, match="scan_layers needs num_layers >= 1"):
     tiny_llama(num_layers=0, scan_layers=True)
-  from jaxalign.models.config import LoraConfig
-  with pytest.raises(ValueError, match="lora with scan_layers is not supported"):
-    tiny_llama(scan_layers=True, lora=LoraConfig(rank=2))
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
