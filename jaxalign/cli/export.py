@@ -2,6 +2,8 @@
 
 A policy becomes a ``*ForCausalLM`` folder (``save_pretrained``), a reward model a
 ``*ForSequenceClassification`` folder with ``num_labels=1`` (``save_pretrained_reward_model``).
+A LoRA run's ``adapters/`` folder is merged into the base its run started from (rebuilt from
+its ``run_config.yaml``: ``training/lora_folders.py``) and exported as a policy.
 The model folder's tokenizer files are copied, with ``pad_token`` set to the pad jaxalign
 trained with when the folder had none, used EOS or the run overrode it (so transformers pads
 with the same id and a classifier finds each row's last real token) and the run's
@@ -19,6 +21,7 @@ import sys
 from jaxalign.models import (CheckpointError, load_model, read_model_meta, save_pretrained,
                              save_pretrained_reward_model)
 from jaxalign.models.hf_config import SUPPORTED_MODEL_TYPES
+from jaxalign.training.lora_folders import ADAPTERS_KIND, load_adapters_base
 from jaxalign.training.tokenizers import (GENERATION_CONFIG, TOKENIZER_FILES, copy_files,
                                           model_tokenizer)
 
@@ -69,9 +72,12 @@ def run_export(model_dir: str, out_dir: str, overwrite: bool = False) -> dict:
     config, kind, meta = read_model_meta(model_dir)
   except CheckpointError as error:
     raise CheckpointError(f"--model: {error}") from None
+  adapters = kind == ADAPTERS_KIND  # a LoRA run's adapters/: merged into their base
+  if adapters:
+    kind = "policy"
   if kind not in ("policy", "reward_model"):
-    raise CheckpointError(f"--model {model_dir}: holds a {kind}; export takes a policy or a "
-                          "reward model")
+    raise CheckpointError(f"--model {model_dir}: holds a {kind}; export takes a policy, a "
+                          "reward model or LoRA adapters")
   if config.model_type not in SUPPORTED_MODEL_TYPES:
     raise CheckpointError(f"--model {model_dir}: model_type {config.model_type!r} has no "
                           "Hugging Face export")
@@ -80,8 +86,14 @@ def run_export(model_dir: str, out_dir: str, overwrite: bool = False) -> dict:
   hf_tokenizer = record.get("kind", "hf") == "hf"
   tokenizer = model_tokenizer(model_dir) if record else None
   pad_id = tokenizer.pad_id if tokenizer is not None else config.pad_token_id
-  _, params, _ = load_model(model_dir)
+  if adapters:
+    config, params = load_adapters_base(model_dir)
+  else:
+    _, params, _ = load_model(model_dir)
   result = {"exported": out_dir, "kind": kind}
+  if adapters:
+    result["merged_lora"] = {"rank": meta["config"]["lora"]["rank"],
+                             "alpha": meta["config"]["lora"]["alpha"]}
   if kind == "policy":
     save_pretrained(config if pad_id is None else config.replace(pad_token_id=pad_id), params,
                     out_dir)

@@ -7,12 +7,54 @@ import math
 from typing import Any, Literal
 
 from jaxalign.config.loading import ConfigError
+from jaxalign.models.config import LORA_TARGETS, LoraConfig
 from jaxalign.parallel.mesh import MeshConfig
 from jaxalign.training.loop import LoopConfig
 from jaxalign.training.optim import OptimizerConfig
 from jaxalign.training.grpo import GRPOSpec
 from jaxalign.training.ppo import PPOSpec
 from jaxalign.training.preference_losses import LOSS_DEFAULTS, loss_knobs
+
+
+LORA_TASKS = ("sft", "dpo")  # the tasks that train LoRA adapters (model.lora.rank > 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+  """LoRA adapters (docs/training.md, "LoRA"): ``rank`` 0 is off (full fine-tuning); else
+  only the adapters train, over the frozen base, which is also the reference (no copy)."""
+
+  rank: int = 0                    # 0: off
+  alpha: float = 16.0              # the update is (x A B) * alpha / rank
+  dropout: float = 0.0             # on the adapters' inputs, training passes only
+  targets: Any = "all"             # projections: "all" or a comma list / list of q_proj,
+  #   k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (GPT-2 has no gate_proj)
+
+  def __post_init__(self):
+    targets = self.targets
+    if isinstance(targets, str):
+      targets = LORA_TARGETS if targets.strip() == "all" else tuple(
+          t.strip() for t in targets.split(",") if t.strip())
+    elif isinstance(targets, (list, tuple)):
+      targets = tuple(str(t) for t in targets)
+    else:
+      raise ConfigError(f"model.lora.targets must be 'all', a comma list or a list of "
+                        f"projections, got {targets!r}")
+    object.__setattr__(self, "targets", ",".join(targets))
+    if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 0:
+      raise ConfigError(f"model.lora.rank must be an integer >= 0 (0: off), got {self.rank!r}")
+    if self.rank:
+      try:
+        self.config()
+      except ValueError as error:
+        raise ConfigError(f"model.lora: {error}") from None
+
+  def config(self) -> LoraConfig | None:
+    """The model's ``LoraConfig`` (None when ``rank`` is 0)."""
+    if not self.rank:
+      return None
+    return LoraConfig(rank=self.rank, alpha=float(self.alpha), dropout=float(self.dropout),
+                      targets=tuple(self.targets.split(",")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +72,7 @@ class ModelSpec:
   #   (docs/models.md: einsum everywhere; cudnn on GPUs in bf16)
   embed_dim: int | None = None     # preset size overrides
   num_layers: int | None = None
+  lora: LoraSpec = LoraSpec()      # low-rank adapters (rank 0: off; tasks sft and dpo)
 
 
 @dataclasses.dataclass(frozen=True)

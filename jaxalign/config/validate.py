@@ -359,6 +359,10 @@ def _check_data_files(run: RunConfig) -> None:
 
 
 def _check_task(run: RunConfig) -> None:
+  from jaxalign.config.schema import LORA_TASKS
+  if run.model.lora.rank and run.task not in LORA_TASKS:
+    raise ConfigError(f"model.lora is not supported for {run.task} yet (LoRA trains "
+                      f"{' and '.join(LORA_TASKS)}): set model.lora.rank=0")
   if run.task == "online-dpo":
     from jaxalign.training.online_dpo import check_online_config
     check_online_config(run)

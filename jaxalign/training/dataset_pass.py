@@ -139,7 +139,7 @@ def _add(total: dict, values: dict) -> dict:
 
 
 def make_evaluator(objective, rows, ref_params, batch_size: int, mesh, layout=None):
-  """``evaluate(params)``: the metrics of one batch of every held-out row (exact; module
+  """``evaluate(params, reference=None)``: the metrics of one batch of every held-out row (exact; module
   docstring), in batches of ``batch_size`` bucketed rows, each in ``layout`` first."""
   layout = layout or (lambda arrays: arrays)
   size = batch_rows(batch_size, len(rows), mesh)
@@ -168,19 +168,22 @@ def make_evaluator(objective, rows, ref_params, batch_size: int, mesh, layout=No
       cache["counts"] = at_least_one(denominators) if additive else denominators
     return dict(cache["counts"])
 
-  def evaluate(params):
+  def evaluate(params, reference=None):
+    """The metrics of ``params``; ``reference`` replaces the ``ref_params`` given above
+    (a LoRA run's base, which its step donates and returns)."""
+    ref = ref_params if reference is None else reference
     denominators = global_counts()
     if statistics is not None:
       shares = {}
       for batch in batches():
-        share = to_host(statistics(params, ref_params, batch, denominators))
+        share = to_host(statistics(params, ref, batch, denominators))
         if not share:  # the objective declares none (no forward pass was run)
           break
         shares = _add(shares, share)
       denominators.update({k: jnp.float32(v) for k, v in shares.items()})
     metrics = {}
     for batch in batches():
-      metrics = _add(metrics, to_floats(to_host(loss_and_metrics(params, ref_params, batch,
+      metrics = _add(metrics, to_floats(to_host(loss_and_metrics(params, ref, batch,
                                                                  denominators))))
     return {k: float(v) for k, v in metrics.items()}
   return evaluate

@@ -19,7 +19,8 @@ from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.config.provenance import provenance
 from jaxalign.config.validate import resolve_run, validate_run
-from jaxalign.models import ScalarHead, count_params
+from jaxalign.models import ScalarHead, count_params, init_lora, lora_param_count, merge_lora
+from jaxalign.models.lora import LoraParams
 from jaxalign.parallel.mesh import batch_shards
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
                                param_placer, shard_batch, shard_params, to_host)
@@ -30,6 +31,7 @@ from jaxalign.training.dataset_pass import (CachedReference,  # noqa: F401 (re-e
                                             make_evaluator, precompute_reference)
 from jaxalign.training.guards import NanGuard, StopSignals, dump_json
 from jaxalign.training.loop import Throughput, fit
+from jaxalign.training.lora_folders import save_run_adapters
 from jaxalign.training.metrics_log import MetricsLogger, to_floats, truncate_log
 from jaxalign.training.online_dpo import (OnlineRefresher, SwappableBatches, is_offline,
                                           online_reference, reward_model_extras)
@@ -126,18 +128,26 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
                                      place=param_placer(mesh))
   objective = make_objective(run, config, train_rows)
   ref_params = None
+  lora = config.lora is not None  # train adapters over the frozen base (LoraBound)
+  base = shard_params(policy, mesh) if lora else None
   if run.task == "rm":
     params = reward_model_params(config, policy, run.seed)
   else:
-    params = policy
+    params = init_lora(config, jax.random.PRNGKey(run.seed + 1)) if lora else policy
     if run.task in ("dpo", "online-dpo") and objective.needs_reference:
-      ref_params = shard_params(setup.load_reference(run, policy), mesh)
+      # LoRA: the reference is the base itself (adapters off), unless reference_from is set.
+      ref_params = (base if lora and not run.model.reference_from else
+                    shard_params(setup.load_reference(run, policy), mesh))
   params = shard_params(params, mesh)
+  if lora and run.task in ("dpo", "online-dpo") and main:
+    print(f"lora: {lora_param_count(params):,} adapter params (rank {config.lora.rank}) over "
+          f"a frozen base of {count_params(policy):,}")
   tx = make_optimizer(run.optimizer)
   # Online runs keep the reference in the state: it may move, and a checkpoint must hold it.
   # The state gets its own copy: the step donates the state's buffers.
   in_step_ref = (setup.copy_tree(ref_params) if ref_params is not None and
-                 (run.loss.reference == "in_step" or online) else None)
+                 (run.loss.reference == "in_step" or online) and ref_params is not base
+                 else None)  # LoRA's base reference: the state's base_params (no copy)
   if online and in_step_ref is not None:
     in_step_ref = online_reference(run, in_step_ref)  # float32 for an EMA reference
   extras = None
@@ -147,7 +157,7 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
     # The reward model and, when it is retrained, its optimizer state: in the checkpoint.
     extras = reward_model_extras(run, shard_params(rm[1], mesh))
   state = on_mesh(TrainState.create(params, tx, run.seed, ref_params=in_step_ref,
-                                    extras=extras), mesh)
+                                    extras=extras, base_params=base), mesh)
   state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
 
   layout = batch_layout(run, row_multiple=batch_shards(mesh) * run.loop.micro_batches)
@@ -183,6 +193,10 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
   # Held-out implicit rewards are measured against the initial (SFT) reference.
   evaluate = make_evaluator(objective, eval_rows, ref_params, run.data.eval_batch_size, mesh,
                             layout=layout)
+  policy_of = lambda s: LoraParams(s.base_params, s.params) if lora else s.params
+  # LoRA: the base may be the reference; the step donates it, so read the state's own.
+  eval_reference = (lambda s: s.base_params) if ref_params is base and lora else (
+      lambda s: None)
   tokens = _tokens_per_batch(run, train_rows)
   n_params = count_params(policy)
   throughput = Throughput(tokens_per_batch=tokens, flops_per_batch=6.0 * n_params * tokens)
@@ -192,7 +206,8 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
     state, last_eval = fit(state, step_fn, batches, run.loop,
                            place_batch=lambda b: shard_batch(layout(setup.batch_arrays(b)),
                                                              mesh),
-                           evaluate=lambda s: evaluate(s.params), checkpointer=checkpointer,
+                           evaluate=lambda s: evaluate(policy_of(s), eval_reference(s)),
+                           checkpointer=checkpointer,
                            logger=logger, throughput=throughput, before_step=before_step,
                            learning_rate=learning_rate_schedule(run.optimizer),
                            guard=NanGuard(run.output_dir, checkpointer.latest_step), stop=stop)
@@ -200,8 +215,14 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
     logger.close()
     checkpointer.close()
   final = to_host(state.params)  # collective when params span hosts: every process calls it
+  if lora:  # model/: the merged policy (what eval, sample, export and init_from read)
+    adapters, base_host = final, to_host(state.base_params)
+    final = merge_lora(config, base_host, adapters)
   if main:
-    setup.save_run_model(run, os.path.join(run.output_dir, "model"), config, final,
+    setup.save_run_model(run, os.path.join(run.output_dir, "model"),
+                         config.replace(lora=None) if lora else config, final,
                          kind="reward_model" if run.task == "rm" else "policy")
+    if lora:
+      save_run_adapters(run, os.path.join(run.output_dir, "adapters"), config, adapters)
     dump_json(to_floats(last_eval), os.path.join(run.output_dir, "eval.json"))  # strict JSON
   return to_floats(last_eval)

@@ -80,7 +80,8 @@ def model_config(run: RunConfig, vocab_overrides: dict) -> TransformerConfig:
            if v is not None}
   return _PRESETS[spec.preset](**vocab_overrides, **sizes).replace(
       param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat,
-      attention_impl=spec.attention_impl, scan_layers=spec.scan_layers)
+      attention_impl=spec.attention_impl, scan_layers=spec.scan_layers,
+      lora=spec.lora.config())
 
 
 def load_policy(run: RunConfig, vocab_overrides: dict,
@@ -89,7 +90,7 @@ def load_policy(run: RunConfig, vocab_overrides: dict,
   ``place`` puts loaded tensors on devices one by one (``parallel.param_placer(mesh)``)."""
   spec = run.model
   numerics = dict(param_dtype=spec.param_dtype, dtype=spec.compute_dtype, remat=spec.remat,
-                  attention_impl=spec.attention_impl)
+                  attention_impl=spec.attention_impl, lora=spec.lora.config())
   if spec.init_from:  # in the run's layer layout, whichever the folder holds
     config, params, kind = load_model(spec.init_from, place=place,
                                       scan_layers=spec.scan_layers)
@@ -100,7 +101,8 @@ def load_policy(run: RunConfig, vocab_overrides: dict,
     config, params = load_pretrained(spec.path, dtype=spec.param_dtype,
                                      compute_dtype=spec.compute_dtype, place=place,
                                      scan_layers=spec.scan_layers)
-    return config.replace(remat=spec.remat, attention_impl=spec.attention_impl), params
+    return config.replace(remat=spec.remat, attention_impl=spec.attention_impl,
+                          lora=spec.lora.config()), params
   config = model_config(run, vocab_overrides)
   return config, init_params(config, jax.random.PRNGKey(run.seed))
 
