@@ -120,3 +120,30 @@ def test_sharding_rules_skip_the_layer_axis():
   # L = 64 is the largest dim, yet fsdp goes on a weight dim.
   assert param_spec((64, 32, 48), 8, path=q, tensor_size=2) == P(None, "fsdp", "tensor")
   assert param_spec((64, 32, 16), 8, path=o, tensor_size=2) == P(None, "tensor", "fsdp")
+
+
+@pytest.mark.parametrize("saved_scan", [False, True], ids=["saved-unrolled", "saved-stacked"])
+def test_load_model_converts_between_layouts(tmp_path, saved_scan):
+  """A folder saved in either layout loads in both (``load_model(scan_layers=...)``), and a
+  reward model's ``backbone/`` converts too: layer i of the stack is ``layers_i``."""
+  from jaxalign.models import load_model, save_model
+  config = CONFIGS["llama"]
+  params = init_params(config, jax.random.key(3))
+  tree = {"backbone": params, "score": {"kernel": jnp.ones((config.embed_dim, 1))}}
+  saved = {"backbone": stack_layers(params, 3), "score": tree["score"]} if saved_scan else tree
+  save_model(str(tmp_path / "rm"), config.replace(scan_layers=saved_scan), saved,
+             kind="reward_model")
+  for want_scan in (False, True, None):
+    loaded_config, loaded, kind = load_model(str(tmp_path / "rm"), scan_layers=want_scan)
+    layout = saved_scan if want_scan is None else want_scan
+    assert kind == "reward_model" and loaded_config.scan_layers == layout
+    backbone = loaded["backbone"]
+    if layout:
+      assert set(backbone) >= {"layers"} and not any(k.startswith("layers_") for k in backbone)
+      for i in range(3):
+        np.testing.assert_array_equal(backbone["layers"]["mlp"]["up_proj"]["kernel"][i],
+                                      params[f"layers_{i}"]["mlp"]["up_proj"]["kernel"])
+    else:
+      for a, b in zip(jax.tree_util.tree_leaves(backbone), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded["score"]["kernel"], tree["score"]["kernel"])
