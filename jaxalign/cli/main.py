@@ -1,4 +1,4 @@
-"""The ``jaxalign`` command: train, eval, sample, export, reproduce, demo."""
+"""The ``jaxalign`` command: train, plan, eval, sample, export, reproduce, demo."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
   from jaxalign.cli.model_args import add_model_commands
   add_model_commands(commands)  # eval, sample, export
+  from jaxalign.cli.plan_cmd import add_plan_command
+  add_plan_command(commands)
 
   reproduce = commands.add_parser(
       "reproduce", help="run a paper reproduction from experiments/ (from the repo root)")
@@ -88,6 +90,11 @@ def _train(args) -> int:
   return 0
 
 
+def _plan(args) -> int:
+  from jaxalign.cli.plan_cmd import run_plan_command
+  return run_plan_command(args)
+
+
 def _reproduce(args) -> int:
   import importlib
   if os.getcwd() not in sys.path:  # console scripts do not put the working folder on the path
@@ -121,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
   from jaxalign.cli import model_args
   handlers = {"train": _train, "eval": model_args.run_eval_command,
               "sample": model_args.run_sample_command,
-              "export": model_args.run_export_command, "reproduce": _reproduce, "demo": _demo}
+              "export": model_args.run_export_command, "reproduce": _reproduce, "demo": _demo,
+              "plan": _plan}
   try:
     return handlers[args.command](args)
   except KeyboardInterrupt:
