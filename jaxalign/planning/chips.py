@@ -59,8 +59,17 @@ def parse_topology(text: str) -> Topology:
 
 
 def prepare_host(topology: Topology) -> None:
-  """Before JAX starts: ``cpu:N`` asks XLA for N host devices."""
-  if topology.platform != "cpu" or topology.num_devices is None:
+  """Before JAX starts: ``cpu:N`` asks XLA for N host devices; a TPU topology lets libtpu
+  load beside another process that holds it (a compile needs no chip to itself) and keeps
+  JAX from looking for TPU chips here (the topology's devices are compile-only), without
+  the persistent compilation cache (no client to load its entries into)."""
+  if topology.platform == "tpu":
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax  # a topology's programs cannot be reloaded from the persistent cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    return
+  if topology.num_devices is None:
     return
   flags = os.environ.get("XLA_FLAGS", "")
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", flags)
