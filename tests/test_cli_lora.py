@@ -117,13 +117,13 @@ def test_lora_runs_equal_across_reference_modes_and_layer_layouts(tmp_path):
 
 
 @pytest.mark.parametrize("sets, message", [
-    (["model.lora.rank=4"], "model.lora is not supported for ppo yet"),
+    (["model.lora.rank=4"], "model.lora is not supported for rm yet"),
     (["model.lora.rank=-1"], "model.lora.rank must be an integer >= 0"),
     (["model.lora.rank=4", "model.lora.targets=q_proj,wq"], "model.lora: lora targets ['wq']"),
     (["model.lora.rank=4", "model.lora.dropout=1.5"], "model.lora: lora dropout must be"),
 ])
 def test_lora_config_errors_name_the_key(tmp_path, sets, message):
-  task = "ppo" if "not supported" in message else "dpo"
+  task = "rm" if "not supported" in message else "dpo"
   args = [a for s in sets for a in ("--set", s)]
   result = mf.jaxalign("train", task, "--output-dir", tmp_path / "run", *args, check=False)
   assert result.returncode == 2

@@ -16,7 +16,7 @@ from jaxalign.training.ppo import PPOSpec
 from jaxalign.training.preference_losses import LOSS_DEFAULTS, loss_knobs
 
 
-LORA_TASKS = ("sft", "dpo")  # the tasks that train LoRA adapters (model.lora.rank > 0)
+LORA_TASKS = ("sft", "dpo", "online-dpo", "ppo", "grpo", "rloo")  # tasks that train LoRA
 
 
 @dataclasses.dataclass(frozen=True)

@@ -362,7 +362,17 @@ def _check_task(run: RunConfig) -> None:
   from jaxalign.config.schema import LORA_TASKS
   if run.model.lora.rank and run.task not in LORA_TASKS:
     raise ConfigError(f"model.lora is not supported for {run.task} yet (LoRA trains "
-                      f"{' and '.join(LORA_TASKS)}): set model.lora.rank=0")
+                      f"{', '.join(LORA_TASKS)}): set model.lora.rank=0")
+  ema = {"ppo": ("ppo.ref_ema", run.ppo.ref_ema), "grpo": ("grpo.ref_ema", run.grpo.ref_ema),
+         "rloo": ("grpo.ref_ema", run.grpo.ref_ema)}.get(run.task)
+  if run.model.lora.rank and run.task == "online-dpo" and run.online.reference != "fixed":
+    raise ConfigError(f"online.reference={run.online.reference} with model.lora: the reference "
+                      "is the frozen base (adapters off); a moving reference would need its own "
+                      "copy of the weights: set online.reference=fixed")
+  if run.model.lora.rank and ema and ema[1]:
+    raise ConfigError(f"{ema[0]}={ema[1]} with model.lora: the reference is the frozen base "
+                      "(adapters off); an EMA reference would need its own copy of the "
+                      f"weights: set {ema[0]}=0")
   if run.task == "online-dpo":
     from jaxalign.training.online_dpo import check_online_config
     check_online_config(run)

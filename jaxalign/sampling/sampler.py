@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.models import Transformer, TransformerConfig, init_cache
+from jaxalign.models.lora import model_variables
 from jaxalign.sampling.filters import sampling_logits
 
 
@@ -177,7 +178,7 @@ def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_
   model = Transformer(config)
   B, P = prompt_tokens.shape
   cache = init_cache(config, B, P + max_new_tokens - 1)
-  logits, cache = model.apply({"params": params}, prompt_tokens, attention_mask=prompt_mask,
+  logits, cache = model.apply(model_variables(params), prompt_tokens, attention_mask=prompt_mask,
                               cache=cache)
   # One prefill per prompt; its cache, last logits and prompt repeated for the G samples.
   cache = cache.repeat_rows(num_samples)  # either layout (per-layer or stacked)
@@ -214,7 +215,7 @@ def _generate(config, params, prompt_tokens, prompt_mask, rng, temperature, top_
   def step(carry, key):
     cache, last_logits, done = carry
     token, record, done_after = choose(last_logits, key, done)
-    logits, cache = model.apply({"params": params}, token[:, None],
+    logits, cache = model.apply(model_variables(params), token[:, None],
                                 attention_mask=(~done)[:, None].astype(jnp.int32),
                                 cache=cache)
     return (cache, logits[:, -1], done_after), (token, record)

@@ -30,7 +30,7 @@ from jaxalign.ops import entropy_from_logits, masked_mean
 from jaxalign.training.ppo import logprob_mismatch
 from jaxalign.training.rollout import (Rollout, policy_logps, response_logits,
                                        response_logps)
-from jaxalign.training.step import accumulate_gradients
+from jaxalign.training.step import LoraBound, accumulate_gradients
 
 ADVANTAGES = ("grpo", "rloo", "reinforce++", "reinforce++_baseline")
 
@@ -229,8 +229,11 @@ class GRPOObjective:
 @functools.partial(jax.jit, static_argnames=("config", "spec", "micro_batches"),
                    donate_argnums=(2,))
 def grpo_minibatch_step(config, spec, state, batch: GroupExperience, micro_batches: int = 1):
-  _, metrics, grads = accumulate_gradients(GRPOObjective(config, spec), state.params, None,
-                                           batch, micro_batches)
+  objective = GRPOObjective(config, spec)
+  if state.base_params is not None:  # LoRA: gradients of the adapters only
+    objective = LoraBound(objective, state.base_params, entry="policy")
+  _, metrics, grads = accumulate_gradients(objective, state.params, None, batch,
+                                           micro_batches)
   return state.apply_gradients(grads), metrics
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.config import RunConfig
+from jaxalign.models import init_lora
 from jaxalign.parallel import on_mesh, shard_global_batch, shard_params, to_host
 from jaxalign.rewards import evaluate_pass
 from jaxalign.training import online_loop, setup
@@ -27,23 +28,31 @@ from jaxalign.training.online_loop import OnlineAlgorithm
 from jaxalign.training.optim import make_optimizer
 from jaxalign.training.ppo import ema_reference, ema_update
 from jaxalign.training.state import TrainState
+from jaxalign.training.step import bind_lora
 
 
 def init_grpo_state(run: RunConfig, config, policy, mesh=None) -> TrainState:
   """Policy params (no value model), optimizer, the reference when the KL is on
-  (``model.reference_from`` or a copy of the start policy; float32 for an EMA)."""
+  (``model.reference_from`` or a copy of the start policy; float32 for an EMA). LoRA
+  (``config.lora``): ``params = {"policy": adapters}`` over ``base_params``, the start
+  policy, which is also the reference unless ``model.reference_from`` is set (no copy)."""
   spec = run.grpo
-  reference = None
-  if uses_reference(spec):
+  reference = base = None
+  lora = config.lora is not None
+  if uses_reference(spec) and not (lora and not run.model.reference_from):
     reference = setup.load_reference(run, policy)
     if spec.ref_ema:
       reference = ema_reference(reference)
+  if lora:
+    base, policy = policy, init_lora(config, jax.random.PRNGKey(run.seed + 1))
   params = {"policy": policy}
   if mesh is not None:
     params = shard_params(params, mesh)
     reference = None if reference is None else shard_params(reference, mesh)
+    base = None if base is None else shard_params(base, mesh)
   state = TrainState.create(params, make_optimizer(run.optimizer), run.seed,
-                            ref_params=reference, extras={"iteration": jnp.int32(0)})
+                            ref_params=reference, extras={"iteration": jnp.int32(0)},
+                            base_params=base)
   return state if mesh is None else on_mesh(state, mesh)
 
 
@@ -66,8 +75,10 @@ def grpo_iteration(run: RunConfig, config, context, state: TrainState, prompts, 
   rewards = scored.total
   if mesh is not None:
     rewards = shard_global_batch(rewards, mesh)
-  experience, metrics = make_group_experience(config, spec, state.params, state.ref_params,
-                                              rollout, rewards)
+  bound = state.params if state.base_params is None else bind_lora(
+      state.params, state.base_params, "policy")
+  ref = state.base_params if state.ref_params is None else state.ref_params
+  experience, metrics = make_group_experience(config, spec, bound, ref, rollout, rewards)
   metrics = dict(to_floats(to_host(metrics)), **scored.metrics("rollout/rewards/"))
   state, history = grpo_update(config, spec, state, experience,
                                np.asarray(jax.random.fold_in(rng, 1)),
@@ -87,7 +98,7 @@ def _evaluate(run: RunConfig, config, context, state) -> dict:
   if "eval_rows" not in context:
     return {}
   spec = run.grpo
-  params = to_host(state.params["policy"])
+  params = to_host(state.policy())
   return evaluate_pass(config, params, context["eval_rows"], jax.random.PRNGKey(run.seed + 1),
                        k=spec.group_size, temperature=spec.temperature,
                        max_new_tokens=spec.max_new_tokens, eos_id=config.eos_token_id)

@@ -243,7 +243,7 @@ class OnlineRefresher:
     if iteration > 0 and online.rm_refresh_every and iteration % online.rm_refresh_every == 0:
       state, rm_metrics = self._refresh_reward_model(state, jax.random.fold_in(rng, 1), metrics)
       metrics.update(rm_metrics)
-    prompts, tokens, masks = self._sample(state.params, jax.random.fold_in(rng, 2),
+    prompts, tokens, masks = self._sample(state.policy(None), jax.random.fold_in(rng, 2),
                                           online.prompts_per_refresh)
     scores = self._label(state, prompts, tokens, masks)  # before the reference moves
     rows, counts = self._pairs(prompts, tokens, masks, scores)
@@ -315,9 +315,9 @@ class OnlineRefresher:
       scores = _reward_scores(self.rm_config, state.extras["rm_params"], sequence,
                               sequence_mask)
     else:
-      scores = self.run.loss.beta * _implicit_logratios(self.config, state.params,
-                                                        state.ref_params, sequence,
-                                                        sequence_mask, response_mask)
+      ref = state.base_params if state.ref_params is None else state.ref_params  # LoRA: base
+      scores = self.run.loss.beta * _implicit_logratios(self.config, state.policy(None), ref,
+                                                        sequence, sequence_mask, response_mask)
     return to_host(scores)[:n]
 
   def _pairs(self, prompts, tokens, masks, scores):
@@ -359,7 +359,7 @@ class OnlineRefresher:
     policy's samples; the optimizer state carries over from refresh to refresh. Too few
     pairs: as a policy refresh (``online.on_few_pairs``; ``metrics`` are the refresh's)."""
     online = self.run.online
-    prompts, tokens, masks = self._sample(state.params, rng, online.rm_refresh_prompts)
+    prompts, tokens, masks = self._sample(state.policy(None), rng, online.rm_refresh_prompts)
     rows, counts = self._pairs(prompts, tokens, masks, self._gold(prompts, tokens, masks))
     step = int(to_host(state.step))
     self._require_batch(counts, step, "online.rm_refresh_prompts", dict(

@@ -28,6 +28,7 @@ from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.config.provenance import provenance
 from jaxalign.config.validate import resolve_run, validate_run
+from jaxalign.models import merge_lora
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh,
                                param_placer, shard_batch, to_host)
 from jaxalign.parallel.mesh import batch_shards
@@ -36,6 +37,7 @@ from jaxalign.training.compat import check_compatibility
 from jaxalign.training.guards import Interrupted, NanGuard, StopSignals, dump_json
 from jaxalign.training.metrics_log import MetricsLogger, to_floats, truncate_log
 from jaxalign.training.optim import learning_rate_schedule
+from jaxalign.training.lora_folders import save_run_adapters
 from jaxalign.training.rollout import sample_rollout
 
 
@@ -136,8 +138,16 @@ def _run(run: RunConfig, algorithm: OnlineAlgorithm, progress: bool, on_existing
     logger.close()
     checkpointer.close()
   policy_params = to_host(state.params["policy"])  # every process joins the gather
+  adapters = None
+  if state.base_params is not None:  # LoRA: model/ is the merged policy, adapters/ apart
+    adapters, policy_params = policy_params, merge_lora(config, to_host(state.base_params),
+                                                        policy_params)
   if main:
-    setup.save_run_model(run, os.path.join(run.output_dir, "model"), config, policy_params)
+    setup.save_run_model(run, os.path.join(run.output_dir, "model"),
+                         config if adapters is None else config.replace(lora=None),
+                         policy_params)
+    if adapters is not None:
+      save_run_adapters(run, os.path.join(run.output_dir, "adapters"), config, adapters)
     dump_json(metrics, os.path.join(run.output_dir, "eval.json"))  # strict JSON
   return metrics
 
@@ -189,7 +199,7 @@ def sample_iteration(config, spec, state, prompts, mesh=None, num_samples: int =
     tokens, prompt_mask = shard_batch((tokens, prompt_mask), mesh)
   iteration = int(to_host(state.extras["iteration"]))
   rng = np.asarray(jax.random.fold_in(to_host(state.rng), iteration))
-  rollout = sample_rollout(config, state.params["policy"], tokens, prompt_mask,
+  rollout = sample_rollout(config, state.policy(), tokens, prompt_mask,
                            jax.random.fold_in(rng, 0), max_new_tokens=spec.max_new_tokens,
                            temperature=spec.temperature, eos_id=config.eos_token_id,
                            top_k=spec.top_k, top_p=spec.top_p, num_samples=num_samples)

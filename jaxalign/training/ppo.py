@@ -32,7 +32,7 @@ from jaxalign.models import TransformerConfig
 from jaxalign.ops import masked_mean, masked_sum
 from jaxalign.training.forward import reward_scores
 from jaxalign.training.rollout import Rollout, policy_value_outputs, response_logps
-from jaxalign.training.step import accumulate_gradients
+from jaxalign.training.step import LoraBound, accumulate_gradients
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +203,10 @@ class PPOObjective:
                    donate_argnums=(2,))
 def ppo_minibatch_step(config, spec, state, batch: Experience, micro_batches: int = 1):
   """One optimizer step on one minibatch, accumulated over ``micro_batches`` slices."""
-  _, metrics, grads = accumulate_gradients(PPOObjective(config, spec), state.params, None,
+  objective = PPOObjective(config, spec)
+  if state.base_params is not None:  # LoRA: the policy's adapters (and the value params)
+    objective = LoraBound(objective, state.base_params, entry="policy")
+  _, metrics, grads = accumulate_gradients(objective, state.params, None,
                                            batch, micro_batches)
   grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
                            for g in jax.tree_util.tree_leaves(grads)))

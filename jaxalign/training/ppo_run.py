@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxalign import data as D
 from jaxalign.config import RunConfig
-from jaxalign.models import ScalarHead
+from jaxalign.models import ScalarHead, init_lora
 from jaxalign.parallel import on_mesh, shard_params, to_host
 from jaxalign.training import online_loop, setup
 from jaxalign.training.metrics_log import to_floats
@@ -28,6 +28,7 @@ from jaxalign.training.optim import make_optimizer
 from jaxalign.training.ppo import (ema_reference, ema_update, kl_controller, make_experience,
                                    ppo_update)
 from jaxalign.training.state import TrainState
+from jaxalign.training.step import bind_lora
 
 
 def init_value_params(config, policy_params, shared: bool, seed: int) -> dict:
@@ -43,19 +44,28 @@ def init_value_params(config, policy_params, shared: bool, seed: int) -> dict:
 
 def init_ppo_state(run: RunConfig, config, policy, mesh=None) -> TrainState:
   """Policy + value params, optimizer, the reference (``model.reference_from`` or a copy of
-  the start policy; float32 when it is an EMA), the KL coefficient and the iteration."""
+  the start policy; float32 when it is an EMA), the KL coefficient and the iteration. LoRA
+  (``config.lora``): the policy entry holds adapters over ``base_params`` (the start policy,
+  also the reference unless ``model.reference_from`` is set); the value params train fully."""
   spec = run.ppo
-  reference = setup.load_reference(run, policy)
-  if spec.ref_ema:
-    reference = ema_reference(reference)
-  params = {"policy": policy,
-            "value": init_value_params(config, policy, spec.shared_value_head, run.seed)}
+  lora = config.lora is not None
+  reference = base = None
+  if not (lora and not run.model.reference_from):
+    reference = setup.load_reference(run, policy)
+    if spec.ref_ema:
+      reference = ema_reference(reference)
+  value = init_value_params(config, policy, spec.shared_value_head, run.seed)
+  if lora:
+    base, policy = policy, init_lora(config, jax.random.PRNGKey(run.seed + 1))
+  params = {"policy": policy, "value": value}
   if mesh is not None:
-    params, reference = shard_params(params, mesh), shard_params(reference, mesh)
+    params = shard_params(params, mesh)
+    reference = None if reference is None else shard_params(reference, mesh)
+    base = None if base is None else shard_params(base, mesh)
   state = TrainState.create(params, make_optimizer(run.optimizer), run.seed,
                             ref_params=reference,
                             extras={"kl_coef": jnp.float32(spec.kl_coef),
-                                    "iteration": jnp.int32(0)})
+                                    "iteration": jnp.int32(0)}, base_params=base)
   return state if mesh is None else on_mesh(state, mesh)
 
 
@@ -74,9 +84,11 @@ def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_r
   spec = run.ppo
   rm_config, rm_params = rm
   iteration, rng, rollout = online_loop.sample_iteration(config, spec, state, prompts, mesh)
-  experience, _, metrics = make_experience(config, rm_config, spec, state.params,
-                                           state.ref_params, rm_params, rollout,
-                                           state.extras["kl_coef"])
+  bound = state.params if state.base_params is None else bind_lora(
+      state.params, state.base_params, "policy")
+  ref = state.base_params if state.ref_params is None else state.ref_params
+  experience, _, metrics = make_experience(config, rm_config, spec, bound, ref, rm_params,
+                                           rollout, state.extras["kl_coef"])
   metrics = to_floats(to_host(metrics))
   if gold_reward is not None:
     metrics["rollout/gold_reward"] = _gold_reward(gold_reward, rollout)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxalign.models import ScalarHead, Transformer, TransformerConfig, ValueModel
+from jaxalign.models.lora import model_variables
 from jaxalign.models.transformer import lm_head
 from jaxalign.ops import entropy_from_logits, token_logprobs
 from jaxalign.sampling import generate, truncated_logprobs
@@ -39,7 +40,7 @@ class Rollout:
 def _response_hidden(config: TransformerConfig, params, sequence, sequence_mask, P: int):
   """Final hidden states ``[B, N, D]`` at the positions that score the response tokens."""
   hidden = Transformer(config, output="hidden").apply(
-      {"params": params}, sequence, attention_mask=sequence_mask)  # [B, P + N, D]
+      model_variables(params), sequence, attention_mask=sequence_mask)  # [B, P + N, D]
   return hidden[:, P - 1:-1]
 
 

@@ -139,7 +139,7 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
       ref_params = (base if lora and not run.model.reference_from else
                     shard_params(setup.load_reference(run, policy), mesh))
   params = shard_params(params, mesh)
-  if lora and run.task in ("dpo", "online-dpo") and main:
+  if lora and main:
     print(f"lora: {lora_param_count(params):,} adapter params (rank {config.lora.rank}) over "
           f"a frozen base of {count_params(policy):,}")
   tx = make_optimizer(run.optimizer)
@@ -165,8 +165,10 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
   def with_reference(rows, current_state):
     if not cached:
       return rows
-    return precompute_reference(objective, current_state.ref_params if online else ref_params,
-                                rows, run.data.eval_batch_size, mesh,
+    reference = current_state.ref_params if online else ref_params
+    if reference is None:  # LoRA, the base as the fixed reference of an online run
+      reference = current_state.base_params
+    return precompute_reference(objective, reference, rows, run.data.eval_batch_size, mesh,
                                 progress=progress and not online, layout=layout)
 
   before_step = None

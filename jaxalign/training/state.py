@@ -38,6 +38,15 @@ class TrainState:
                rng=jax.random.PRNGKey(seed), ref_params=ref_params, extras=extras,
                base_params=base_params, tx=tx)
 
+  def policy(self, entry: str | None = "policy"):
+    """The policy's params as the model reads them: ``params[entry]`` (``params`` itself
+    for ``entry=None``), bound to ``base_params`` in a LoRA run (``LoraParams``)."""
+    params = self.params if entry is None else self.params[entry]
+    if self.base_params is None:
+      return params
+    from jaxalign.models.lora import LoraParams
+    return LoraParams(self.base_params, params)
+
   def apply_gradients(self, grads) -> "TrainState":
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),

@@ -83,13 +83,22 @@ def accumulate_gradients(objective, params, ref_params, batch: dict, micro_batch
   return _scan_sum(micro_step, slices)
 
 
+def bind_lora(params, base, entry: str | None = None):
+  """``LoraParams(base, params)``, or with ``entry`` (``"policy"`` of the online trainers'
+  ``{"policy": adapters, "value": ...}``) that entry bound and the rest as is."""
+  if entry is None:
+    return LoraParams(base, params)
+  return {**params, entry: LoraParams(base, params[entry])}
+
+
 class LoraBound:
   """``objective`` as a function of the adapters alone over frozen ``base`` params: the
   gradient is taken w.r.t. the adapters only (XLA computes no base weight gradients); the
-  reference, when the state has none, is the base with adapters off."""
+  reference, when the state has none, is the base with adapters off. ``entry``: the params
+  are a dict whose ``entry`` holds the adapters (``bind_lora``)."""
 
-  def __init__(self, objective, base):
-    self.objective, self.base = objective, base
+  def __init__(self, objective, base, entry: str | None = None):
+    self.objective, self.base, self.entry = objective, base, entry
 
   def denominators(self, batch):
     return self.objective.denominators(batch)
@@ -98,15 +107,16 @@ class LoraBound:
     return self.base if ref_params is None else ref_params
 
   def loss(self, adapters, ref_params, batch, denominators):
-    return self.objective.loss(LoraParams(self.base, adapters), self._ref(ref_params), batch,
-                               denominators)
+    return self.objective.loss(bind_lora(adapters, self.base, self.entry),
+                               self._ref(ref_params), batch, denominators)
 
   def __getattr__(self, name):
     if name != "statistics":
       raise AttributeError(name)
     hook = getattr(self.objective, "statistics")
     return lambda adapters, ref_params, batch, denominators: hook(
-        LoraParams(self.base, adapters), self._ref(ref_params), batch, denominators)
+        bind_lora(adapters, self.base, self.entry), self._ref(ref_params), batch,
+        denominators)
 
 
 def train_step(objective, state: TrainState, batch: dict, micro_batches: int = 1):

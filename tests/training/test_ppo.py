@@ -109,3 +109,41 @@ def test_ppo_kill_and_resume_is_bit_identical(sft_and_rm, tmp_path):
   _, b, _ = load_model(str(tmp_path / "killed" / "model"))
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_ppo_with_lora_starts_at_the_base_reference_and_keeps_it(sft_and_rm, tmp_path):
+  """``model.lora`` in PPO: the policy is the SFT base plus adapters (B = 0: iteration 1's
+  KL to the reference, the base itself, is exactly 0 and the first ratio is 1); ``model/`` is
+  the base outside the targets and ``W + A B alpha / r`` on them; the value head trains."""
+  rank, alpha = 4, 16.0
+  run = _run(sft_and_rm, tmp_path, "loop.steps=2", f"model.lora.rank={rank}",
+             "model.lora.targets=q_proj,up_proj", "optimizer.learning_rate=1e-2")
+  config, policy = setup.load_policy(run, {})
+  state = init_ppo_state(run, config, policy)
+  assert state.ref_params is None and state.base_params is not None  # no copy of the base
+  run_ppo(run, progress=False)
+  with open(tmp_path / "metrics.jsonl") as f:
+    history = [json.loads(line) for line in f]
+  assert history[0]["objective/kl"] == 0.0
+  assert history[0]["ppo/first_minibatch_ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+  _, base, _ = load_model(sft_and_rm["sft"])
+  config, merged, _ = load_model(str(tmp_path / "model"))
+  _, adapters, kind = load_model(str(tmp_path / "adapters"))
+  assert kind == "lora_adapters" and config.lora is None
+  moved = 0.0
+  for path, value in jax.tree_util.tree_leaves_with_path(merged):
+    names = [p.key for p in path]
+    want = base
+    for name in names:
+      want = want[name]
+    if names[-1] == "kernel" and names[-2] in ("q_proj", "up_proj"):
+      node = adapters
+      for name in names[:-1]:
+        node = node[name]
+      merged_want = np.asarray(want) + (alpha / rank) * (
+          np.asarray(node["a"], np.float64) @ np.asarray(node["b"]))
+      np.testing.assert_allclose(value, merged_want, atol=1e-6)
+      moved = max(moved, float(np.abs(np.asarray(value) - np.asarray(want)).max()))
+    else:
+      np.testing.assert_array_equal(value, want, err_msg="/".join(names))
+  assert moved > 1e-6  # the adapters trained
