@@ -1,7 +1,6 @@
 """The TPU path of ``jaxalign plan``: a compile for v5e:2x2 by libtpu, no TPU needed."""
 
 import json
-import os
 import subprocess
 import sys
 
