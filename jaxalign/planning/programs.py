@@ -67,18 +67,31 @@ def state_categories(state, task: str) -> dict[str, Any]:
   return out
 
 
+LORA_BASE = "frozen base (LoRA)"
+
+
+def _bound(state):
+  """(policy params as the experience pass reads them, its reference): ``ppo_iteration`` /
+  ``grpo_iteration``'s LoRA binding, the base standing in for a missing reference."""
+  from jaxalign.training.step import bind_lora
+  bound = state.params if state.base_params is None else bind_lora(
+      state.params, state.base_params, "policy")
+  return bound, state.base_params if state.ref_params is None else state.ref_params
+
+
 def _key(mesh):
   return jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated(mesh))
 
 
 def _sampler_program(sample, policy, rows: int, P: int, mesh) -> tuple[Program, Any]:
-  """The sampler at ``rows`` prompts of ``P`` tokens; also its abstract output."""
+  """The sampler at ``rows`` prompts of ``P`` tokens; also its abstract output. ``policy``
+  as the model reads it (``TrainState.policy``: LoRA binds the adapters to the base)."""
   tokens, mask = B.prompt_batch(rows, P, mesh)
   key = _key(mesh)
   jitted = jax.jit(sample)
   out = jax.eval_shape(sample, policy, tokens, mask, key)
-  program = Program("sampler", lambda: jitted.lower(policy, tokens, mask, key), ("params",),
-                    {"prompts": (tokens, mask)})
+  program = Program("sampler", lambda: jitted.lower(policy, tokens, mask, key),
+                    ("params", LORA_BASE), {"prompts": (tokens, mask)})
   return program, out
 
 
@@ -109,8 +122,7 @@ def offline_programs(run: RunConfig, config, policy, mesh) -> RunPrograms:
     spec = run.online
     rows = B.padded_rows(spec.prompts_per_refresh * spec.samples_per_prompt, mesh)
     sample = _online_dpo_sampler(run, config)
-    policy_state = state.params
-    programs.append(_sampler_program(sample, policy_state, rows,
+    programs.append(_sampler_program(sample, state.policy(None), rows,
                                      B.online_prompt_length(run, config, spec.max_new_tokens),
                                      mesh)[0])
   return RunPrograms(resident, programs, notes, state)
@@ -153,13 +165,14 @@ def ppo_programs(run: RunConfig, config, policy, mesh) -> RunPrograms:
   in_state = state_categories(state, "ppo")
   resident = dict(in_state, **{"reward model": rm_params})
   sampler, rollout = _sampler_program(
-      _rollout_sampler(config, spec, 1), state.params["policy"], spec.rollout_batch_size,
+      _rollout_sampler(config, spec, 1), state.policy(), spec.rollout_batch_size,
       B.online_prompt_length(run, config, spec.max_new_tokens), mesh)
   rollout = B.on_batch_axes(rollout, mesh)
   kl = state.extras["kl_coef"]
+  bound, ref = _bound(state)
   make = functools.partial(ppo.make_experience, config, rm_config, spec)
   experience = B.on_batch_axes(
-      jax.eval_shape(make, state.params, state.ref_params, rm_params, rollout, kl)[0], mesh)
+      jax.eval_shape(make, bound, ref, rm_params, rollout, kl)[0], mesh)
   size = spec.rollout_batch_size // spec.num_minibatches
   key = _key(mesh)
   minibatch = B.on_batch_axes(jax.eval_shape(
@@ -167,8 +180,8 @@ def ppo_programs(run: RunConfig, config, policy, mesh) -> RunPrograms:
   return RunPrograms(resident, [
       sampler,
       Program("experience", lambda: ppo.make_experience.lower(
-          config, rm_config, spec, state.params, state.ref_params, rm_params, rollout, kl),
-          ("params", "critic / value head", "reference", "reward model"),
+          config, rm_config, spec, bound, ref, rm_params, rollout, kl),
+          ("params", "critic / value head", "reference", LORA_BASE, "reward model"),
           {"rollout": rollout}),
       Program("train step", lambda: ppo.ppo_minibatch_step.lower(
           config, spec, state, minibatch, run.loop.micro_batches), tuple(in_state),
@@ -186,14 +199,14 @@ def grpo_programs(run: RunConfig, config, policy, mesh) -> RunPrograms:
   if run.online.reward_model:
     resident["reward model"] = _reward_model(run, config, mesh, notes)[1]
   sampler, rollout = _sampler_program(
-      _rollout_sampler(config, spec, spec.group_size), state.params["policy"],
+      _rollout_sampler(config, spec, spec.group_size), state.policy(),
       spec.prompts_per_iteration, B.online_prompt_length(run, config, spec.max_new_tokens), mesh)
   rollout = B.on_batch_axes(rollout, mesh)
   rows = spec.prompts_per_iteration * spec.group_size
   rewards = B.on_batch_axes(jax.ShapeDtypeStruct((rows,), jnp.float32), mesh)
+  bound, ref = _bound(state)
   make = functools.partial(grpo.make_group_experience, config, spec)
-  experience = B.on_batch_axes(
-      jax.eval_shape(make, state.params, state.ref_params, rollout, rewards)[0], mesh)
+  experience = B.on_batch_axes(jax.eval_shape(make, bound, ref, rollout, rewards)[0], mesh)
   minibatch = experience
   if spec.num_minibatches > 1:
     size, key = rows // spec.num_minibatches, _key(mesh)
@@ -202,8 +215,8 @@ def grpo_programs(run: RunConfig, config, policy, mesh) -> RunPrograms:
   return RunPrograms(resident, [
       sampler,
       Program("experience", lambda: grpo.make_group_experience.lower(
-          config, spec, state.params, state.ref_params, rollout, rewards),
-          ("params", "reference"), {"rollout": rollout}),
+          config, spec, bound, ref, rollout, rewards),
+          ("params", "reference", LORA_BASE), {"rollout": rollout}),
       Program("train step", lambda: grpo.grpo_minibatch_step.lower(
           config, spec, state, minibatch, run.loop.micro_batches), in_state,
           {"minibatch": minibatch})], notes, state)

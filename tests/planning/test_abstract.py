@@ -56,7 +56,9 @@ def _layout(tree) -> dict:
 @pytest.mark.parametrize("task, extra", [
     ("dpo", []), ("dpo", ["loss.reference=in_step"]), ("dpo", ["model.lora.rank=4"]),
     ("sft", []), ("rm", []), ("grpo", ["grpo.kl_coef=0.05", "grpo.max_new_tokens=8",
-                                       "grpo.prompts_per_iteration=8", "grpo.group_size=2"])])
+                                       "grpo.prompts_per_iteration=8", "grpo.group_size=2"]),
+    ("grpo", ["model.lora.rank=4", "grpo.kl_coef=0.05", "grpo.max_new_tokens=8",
+              "grpo.prompts_per_iteration=8", "grpo.group_size=2"])])
 def test_abstract_state_is_the_runs(tmp_path, monkeypatch, task, extra):
   run = resolve_run(load_config(RunConfig, None, [f"task={task}", *TINY, *extra,
                                                  f"output_dir={tmp_path / 'run'}"]))

@@ -102,3 +102,13 @@ def test_bad_key_is_the_train_error():
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
   assert result.stderr.strip().startswith("jaxalign: error:") and "model.nope" in result.stderr
+
+
+def test_grpo_lora_sampler_reads_base_and_adapters(tmp_path):
+  report, _ = _plan(tmp_path, "grpo", "--set", "model.lora.rank=4", "--set",
+                    "grpo.kl_coef=0.05", "--set", "grpo.max_new_tokens=8", "--hbm-gib", "1000",
+                    name="grpo_lora")
+  sampler, experience, step = report["programs"]
+  assert "frozen base (LoRA)" in sampler["arguments"]
+  assert "frozen base (LoRA)" in experience["arguments"] and "reference" not in step["arguments"]
+  assert step["arguments"]["params"] < step["arguments"]["frozen base (LoRA)"]
