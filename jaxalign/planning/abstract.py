@@ -21,11 +21,10 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
 from jaxalign.config import RunConfig
-from jaxalign.models import (TransformerConfig, config_from_hf, init_lora, init_params,
+from jaxalign.models import (TransformerConfig, config_from_hf, init_params,
                              read_model_meta)
 from jaxalign.parallel import param_shardings
 from jaxalign.training import setup
-from jaxalign.training.state import TrainState
 
 
 def _numerics(spec) -> dict:
@@ -75,39 +74,18 @@ def _planning_run(run: RunConfig) -> RunConfig:
 
 
 def offline_state(run: RunConfig, config: TransformerConfig, policy, objective, rm_params=None):
-  """The ``TrainState`` of ``runs.run_training`` (sft, rm, dpo family, online-dpo), unsharded:
-  params (the reward model's for rm, the adapters for LoRA), ``base_params`` (LoRA), the
-  in-step reference (``loss.reference=in_step`` or online; none when cached or LoRA's base is
-  the reference) and online-dpo's reward model in ``extras``. Call under ``eval_shape``."""
-  from jaxalign.training.online_dpo import online_reference, reward_model_extras
-  from jaxalign.training.optim import make_optimizer
-  from jaxalign.training.runs import reward_model_params
-  online = run.task == "online-dpo"
-  lora = config.lora is not None
-  base = policy if lora else None
-  ref_params = None
-  if run.task == "rm":
-    params = reward_model_params(config, policy, run.seed)
-  else:
-    params = init_lora(config, jax.random.PRNGKey(run.seed + 1)) if lora else policy
-    if run.task in ("dpo", "online-dpo") and objective.needs_reference:
-      ref_params = base if lora and not run.model.reference_from else setup.copy_tree(policy)
-  in_step = (ref_params is not None and (run.loss.reference == "in_step" or online)
-             and ref_params is not base)
-  in_step_ref = setup.copy_tree(ref_params) if in_step else None
-  if online and in_step_ref is not None:
-    in_step_ref = online_reference(run, in_step_ref)
-  extras = None if rm_params is None else reward_model_extras(run, rm_params)
-  return TrainState.create(params, make_optimizer(run.optimizer), run.seed,
-                           ref_params=in_step_ref, extras=extras, base_params=base)
+  """The ``TrainState`` of ``runs.run_training`` (sft, rm, dpo family, online-dpo), unsharded,
+  from the run's own builder (``runs.initial_state``) with the reference a copy of the policy
+  (``_planning_run``: same shapes and dtype, no weights read). Call under ``eval_shape``."""
+  from jaxalign.training.runs import initial_state
+  return initial_state(_planning_run(run), config, policy, objective,
+                       reference=lambda: setup.copy_tree(policy), rm_params=rm_params)[0]
 
 
 def needs_cached_reference(run: RunConfig, config: TransformerConfig, objective) -> bool:
   """Whether the run's batches carry cached reference log-probs (``runs.run_training``)."""
-  if run.task not in ("dpo", "online-dpo") or not objective.needs_reference:
-    return False
-  lora_base_ref = config.lora is not None and not run.model.reference_from
-  return run.loss.reference == "cached" and not lora_base_ref
+  from jaxalign.training.runs import uses_cached_reference
+  return uses_cached_reference(run, objective)
 
 
 def online_state(run: RunConfig, config: TransformerConfig, policy):

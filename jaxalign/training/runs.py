@@ -58,6 +58,48 @@ def make_objective(run: RunConfig, config, rows=None):
                              needs_reference=spec.needs_reference)
 
 
+def uses_cached_reference(run: RunConfig, objective) -> bool:
+  """Whether the run's batches carry reference log-probs computed before step 1."""
+  return (run.task in ("dpo", "online-dpo") and objective.needs_reference
+          and run.loss.reference == "cached")
+
+
+def initial_state(run: RunConfig, config, policy, objective, *, reference,
+                  rm_params=None, place=lambda tree: tree):
+  """``(state, ref_params)`` a run of ``run_training`` starts from; also what ``jaxalign
+  plan`` compiles (under ``jax.eval_shape``, so nothing is allocated).
+
+  ``state.params``: the policy, the reward model (rm) or LoRA adapters over ``base_params``
+  (the policy, frozen). ``ref_params`` (None when the objective needs none): the reference
+  that the cache and the evaluator read: ``reference()`` (``model.reference_from`` or a copy
+  of the policy), or with LoRA the base itself. Online runs and ``loss.reference=in_step``
+  keep a copy in ``state.ref_params`` (it may move, a checkpoint must hold it, the step
+  donates the state); LoRA's base reference stays the state's ``base_params``. ``rm_params``:
+  online-dpo's reward model, in ``state.extras`` with its optimizer state when retrained.
+  ``place`` puts each tree on the devices."""
+  online = run.task == "online-dpo"
+  lora = config.lora is not None
+  base = place(policy) if lora else None
+  ref_params = None
+  if run.task == "rm":
+    params = reward_model_params(config, policy, run.seed)
+  else:
+    params = init_lora(config, jax.random.PRNGKey(run.seed + 1)) if lora else policy
+    if run.task in ("dpo", "online-dpo") and objective.needs_reference:
+      ref_params = base if lora and not run.model.reference_from else place(reference())
+  params = place(params)
+  in_step_ref = None
+  if ref_params is not None and ref_params is not base and (
+      run.loss.reference == "in_step" or online):
+    in_step_ref = setup.copy_tree(ref_params)
+    if online:
+      in_step_ref = online_reference(run, in_step_ref)  # float32 for an EMA reference
+  extras = None if rm_params is None else reward_model_extras(run, place(rm_params))
+  state = TrainState.create(params, make_optimizer(run.optimizer), run.seed,
+                            ref_params=in_step_ref, extras=extras, base_params=base)
+  return state, ref_params
+
+
 def reward_model_params(config, policy_params, seed: int) -> dict:
   """A reward model on the policy's backbone (LM head dropped) with a fresh score head."""
   backbone = {k: v for k, v in policy_params.items() if k != "lm_head"}
@@ -127,41 +169,21 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
   config, policy = setup.load_policy(run, setup.vocab_overrides(run),
                                      place=param_placer(mesh))
   objective = make_objective(run, config, train_rows)
-  ref_params = None
   lora = config.lora is not None  # train adapters over the frozen base (LoraBound)
-  base = shard_params(policy, mesh) if lora else None
-  if run.task == "rm":
-    params = reward_model_params(config, policy, run.seed)
-  else:
-    params = init_lora(config, jax.random.PRNGKey(run.seed + 1)) if lora else policy
-    if run.task in ("dpo", "online-dpo") and objective.needs_reference:
-      # LoRA: the reference is the base itself (adapters off), unless reference_from is set.
-      ref_params = (base if lora and not run.model.reference_from else
-                    shard_params(setup.load_reference(run, policy), mesh))
-  params = shard_params(params, mesh)
-  if lora and main:
-    print(f"lora: {lora_param_count(params):,} adapter params (rank {config.lora.rank}) over "
-          f"a frozen base of {count_params(policy):,}")
-  tx = make_optimizer(run.optimizer)
-  # Online runs keep the reference in the state: it may move, and a checkpoint must hold it.
-  # The state gets its own copy: the step donates the state's buffers.
-  in_step_ref = (setup.copy_tree(ref_params) if ref_params is not None and
-                 (run.loss.reference == "in_step" or online) and ref_params is not base
-                 else None)  # LoRA's base reference: the state's base_params (no copy)
-  if online and in_step_ref is not None:
-    in_step_ref = online_reference(run, in_step_ref)  # float32 for an EMA reference
-  extras = None
   rm = None
   if online and run.online.reward_model:
     rm = setup.load_reward_model(run.online.reward_model)
-    # The reward model and, when it is retrained, its optimizer state: in the checkpoint.
-    extras = reward_model_extras(run, shard_params(rm[1], mesh))
-  state = on_mesh(TrainState.create(params, tx, run.seed, ref_params=in_step_ref,
-                                    extras=extras, base_params=base), mesh)
+  state, ref_params = initial_state(
+      run, config, policy, objective, reference=lambda: setup.load_reference(run, policy),
+      rm_params=None if rm is None else rm[1], place=lambda tree: shard_params(tree, mesh))
+  state = on_mesh(state, mesh)
+  if lora and main:
+    print(f"lora: {lora_param_count(state.params):,} adapter params (rank "
+          f"{config.lora.rank}) over a frozen base of {count_params(policy):,}")
   state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
 
   layout = batch_layout(run, row_multiple=batch_shards(mesh) * run.loop.micro_batches)
-  cached = ref_params is not None and run.loss.reference == "cached"
+  cached = uses_cached_reference(run, objective)
   def with_reference(rows, current_state):
     if not cached:
       return rows
@@ -197,8 +219,8 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
                             layout=layout)
   policy_of = lambda s: LoraParams(s.base_params, s.params) if lora else s.params
   # LoRA: the base may be the reference; the step donates it, so read the state's own.
-  eval_reference = (lambda s: s.base_params) if ref_params is base and lora else (
-      lambda s: None)
+  base_is_reference = lora and ref_params is not None and not run.model.reference_from
+  eval_reference = (lambda s: s.base_params) if base_is_reference else (lambda s: None)
   tokens = _tokens_per_batch(run, train_rows)
   n_params = count_params(policy)
   throughput = Throughput(tokens_per_batch=tokens, flops_per_batch=6.0 * n_params * tokens)
