@@ -21,6 +21,21 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 from tests import hf_reference  # noqa: E402
 
+_SLOW_LIST = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
+
+
+def _listed_slow() -> set[str]:
+  with open(_SLOW_LIST) as f:
+    return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items):
+  """The node ids of tests/slow_tests.txt get the ``slow`` mark (``make test`` skips them)."""
+  listed = _listed_slow()
+  for item in items:
+    if item.nodeid in listed:
+      item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def hf_model_dirs(tmp_path_factory):
