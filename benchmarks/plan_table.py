@@ -34,6 +34,13 @@ RUNS = [
     ("grpo", "grpo", ["data.max_length=1024", "grpo.max_new_tokens=512",
                       "grpo.prompts_per_iteration=16", "grpo.group_size=8",
                       "grpo.num_minibatches=4", "grpo.kl_coef=0.04"]),
+    ("ppo-lora", "ppo", ["data.max_length=1024", "ppo.max_new_tokens=512",
+                         "ppo.rollout_batch_size=64", "ppo.num_minibatches=4",
+                         "model.lora.rank=16"]),
+    ("grpo-lora", "grpo", ["data.max_length=1024", "grpo.max_new_tokens=512",
+                           "grpo.prompts_per_iteration=16", "grpo.group_size=8",
+                           "grpo.num_minibatches=4", "grpo.kl_coef=0.04",
+                           "model.lora.rank=16"]),
 ]
 
 
@@ -116,7 +123,7 @@ def table(out: str) -> str:
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--out", default="runs/plan_table")
-  parser.add_argument("--only", nargs="*", help="run names (dpo, dpo-lora, ppo, grpo)")
+  parser.add_argument("--only", nargs="*", help="run names (dpo, dpo-lora, ppo, grpo, ppo-lora, grpo-lora)")
   parser.add_argument("--slices", nargs="*", help="slices (v5e-16, v5p-8, v5p-32)")
   parser.add_argument("--jaxalign", default=os.path.join(os.path.dirname(sys.executable),
                                                          "jaxalign"))
