@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.config import RunConfig
-from jaxalign.models import init_lora
 from jaxalign.parallel import on_mesh, shard_global_batch, shard_params, to_host
 from jaxalign.rewards import evaluate_pass
 from jaxalign.training import online_loop, setup
@@ -27,6 +26,7 @@ from jaxalign.training.metrics_log import to_floats
 from jaxalign.training.online_loop import OnlineAlgorithm
 from jaxalign.training.optim import make_optimizer
 from jaxalign.training.ppo import ema_reference, ema_update
+from jaxalign.training.lora_folders import base_is_reference, init_adapters
 from jaxalign.training.state import TrainState
 from jaxalign.training.step import bind_lora
 
@@ -39,12 +39,12 @@ def init_grpo_state(run: RunConfig, config, policy, mesh=None) -> TrainState:
   spec = run.grpo
   reference = base = None
   lora = config.lora is not None
-  if uses_reference(spec) and not (lora and not run.model.reference_from):
+  if uses_reference(spec) and not base_is_reference(run, config):
     reference = setup.load_reference(run, policy)
     if spec.ref_ema:
       reference = ema_reference(reference)
   if lora:
-    base, policy = policy, init_lora(config, jax.random.PRNGKey(run.seed + 1))
+    base, policy = policy, init_adapters(run, config)
   params = {"policy": policy}
   if mesh is not None:
     params = shard_params(params, mesh)
@@ -77,7 +77,7 @@ def grpo_iteration(run: RunConfig, config, context, state: TrainState, prompts, 
     rewards = shard_global_batch(rewards, mesh)
   bound = state.params if state.base_params is None else bind_lora(
       state.params, state.base_params, "policy")
-  ref = state.base_params if state.ref_params is None else state.ref_params
+  ref = state.reference()
   experience, metrics = make_group_experience(config, spec, bound, ref, rollout, rewards)
   metrics = dict(to_floats(to_host(metrics)), **scored.metrics("rollout/rewards/"))
   state, history = grpo_update(config, spec, state, experience,

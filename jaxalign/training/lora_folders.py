@@ -13,12 +13,37 @@ from __future__ import annotations
 import os
 
 from jaxalign.config import RunConfig, load_config, save_config
-from jaxalign.models import CheckpointError, load_model, merge_lora
+import jax
+
+from jaxalign.models import CheckpointError, init_lora, load_model, merge_lora
 from jaxalign.models.params_io import save_model
 from jaxalign.training import setup
 from jaxalign.training.tokenizers import RUN_CONFIG, _absolute_paths, copy_tokenizer
 
 ADAPTERS_KIND = "lora_adapters"
+
+
+def init_adapters(run: RunConfig, config):
+  """A LoRA run's fresh adapters (B = 0; their own seed, ``run.seed + 1``)."""
+  return init_lora(config, jax.random.PRNGKey(run.seed + 1))
+
+
+def base_is_reference(run: RunConfig, config) -> bool:
+  """A LoRA run without ``model.reference_from``: the frozen base is the reference."""
+  return config.lora is not None and not run.model.reference_from
+
+
+def save_final_model(run: RunConfig, config, params, base=None, kind: str = "policy") -> None:
+  """``output_dir/model`` (host ``params``; with a LoRA ``base`` the merged policy, ``lora``
+  off) and, with a base, ``output_dir/adapters`` (``save_run_adapters``)."""
+  model_config = config
+  if base is not None:
+    adapters, params = params, merge_lora(config, base, params)
+    model_config = config.replace(lora=None)
+  setup.save_run_model(run, os.path.join(run.output_dir, "model"), model_config, params,
+                       kind=kind)
+  if base is not None:
+    save_run_adapters(run, os.path.join(run.output_dir, "adapters"), config, adapters)
 
 
 def save_run_adapters(run, path: str, config, adapters) -> None:

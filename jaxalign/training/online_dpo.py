@@ -315,8 +315,8 @@ class OnlineRefresher:
       scores = _reward_scores(self.rm_config, state.extras["rm_params"], sequence,
                               sequence_mask)
     else:
-      ref = state.base_params if state.ref_params is None else state.ref_params  # LoRA: base
-      scores = self.run.loss.beta * _implicit_logratios(self.config, state.policy(None), ref,
+      scores = self.run.loss.beta * _implicit_logratios(self.config, state.policy(None),
+                                                        state.reference(),
                                                         sequence, sequence_mask, response_mask)
     return to_host(scores)[:n]
 

@@ -28,7 +28,6 @@ from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.config.provenance import provenance
 from jaxalign.config.validate import resolve_run, validate_run
-from jaxalign.models import merge_lora
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh,
                                param_placer, shard_batch, to_host)
 from jaxalign.parallel.mesh import batch_shards
@@ -37,7 +36,7 @@ from jaxalign.training.compat import check_compatibility
 from jaxalign.training.guards import Interrupted, NanGuard, StopSignals, dump_json
 from jaxalign.training.metrics_log import MetricsLogger, to_floats, truncate_log
 from jaxalign.training.optim import learning_rate_schedule
-from jaxalign.training.lora_folders import save_run_adapters
+from jaxalign.training.lora_folders import save_final_model
 from jaxalign.training.rollout import sample_rollout
 
 
@@ -138,16 +137,9 @@ def _run(run: RunConfig, algorithm: OnlineAlgorithm, progress: bool, on_existing
     logger.close()
     checkpointer.close()
   policy_params = to_host(state.params["policy"])  # every process joins the gather
-  adapters = None
-  if state.base_params is not None:  # LoRA: model/ is the merged policy, adapters/ apart
-    adapters, policy_params = policy_params, merge_lora(config, to_host(state.base_params),
-                                                        policy_params)
-  if main:
-    setup.save_run_model(run, os.path.join(run.output_dir, "model"),
-                         config if adapters is None else config.replace(lora=None),
-                         policy_params)
-    if adapters is not None:
-      save_run_adapters(run, os.path.join(run.output_dir, "adapters"), config, adapters)
+  base = None if state.base_params is None else to_host(state.base_params)
+  if main:  # LoRA: model/ is the merged policy, adapters/ beside it
+    save_final_model(run, config, policy_params, base)
     dump_json(metrics, os.path.join(run.output_dir, "eval.json"))  # strict JSON
   return metrics
 

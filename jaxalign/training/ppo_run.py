@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxalign import data as D
 from jaxalign.config import RunConfig
-from jaxalign.models import ScalarHead, init_lora
+from jaxalign.models import ScalarHead
 from jaxalign.parallel import on_mesh, shard_params, to_host
 from jaxalign.training import online_loop, setup
 from jaxalign.training.metrics_log import to_floats
@@ -27,6 +27,7 @@ from jaxalign.training.online_loop import OnlineAlgorithm
 from jaxalign.training.optim import make_optimizer
 from jaxalign.training.ppo import (ema_reference, ema_update, kl_controller, make_experience,
                                    ppo_update)
+from jaxalign.training.lora_folders import base_is_reference, init_adapters
 from jaxalign.training.state import TrainState
 from jaxalign.training.step import bind_lora
 
@@ -50,13 +51,13 @@ def init_ppo_state(run: RunConfig, config, policy, mesh=None) -> TrainState:
   spec = run.ppo
   lora = config.lora is not None
   reference = base = None
-  if not (lora and not run.model.reference_from):
+  if not base_is_reference(run, config):
     reference = setup.load_reference(run, policy)
     if spec.ref_ema:
       reference = ema_reference(reference)
   value = init_value_params(config, policy, spec.shared_value_head, run.seed)
   if lora:
-    base, policy = policy, init_lora(config, jax.random.PRNGKey(run.seed + 1))
+    base, policy = policy, init_adapters(run, config)
   params = {"policy": policy, "value": value}
   if mesh is not None:
     params = shard_params(params, mesh)
@@ -86,7 +87,7 @@ def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_r
   iteration, rng, rollout = online_loop.sample_iteration(config, spec, state, prompts, mesh)
   bound = state.params if state.base_params is None else bind_lora(
       state.params, state.base_params, "policy")
-  ref = state.base_params if state.ref_params is None else state.ref_params
+  ref = state.reference()
   experience, _, metrics = make_experience(config, rm_config, spec, bound, ref, rm_params,
                                            rollout, state.extras["kl_coef"])
   metrics = to_floats(to_host(metrics))

@@ -19,7 +19,7 @@ from jaxalign.checkpoint import Checkpointer
 from jaxalign.config import RunConfig, save_config
 from jaxalign.config.provenance import provenance
 from jaxalign.config.validate import resolve_run, validate_run
-from jaxalign.models import ScalarHead, count_params, init_lora, lora_param_count, merge_lora
+from jaxalign.models import ScalarHead, count_params, lora_param_count
 from jaxalign.models.lora import LoraParams
 from jaxalign.parallel.mesh import batch_shards
 from jaxalign.parallel import (initialize_distributed, is_main_process, make_mesh, on_mesh,
@@ -31,7 +31,7 @@ from jaxalign.training.dataset_pass import (CachedReference,  # noqa: F401 (re-e
                                             make_evaluator, precompute_reference)
 from jaxalign.training.guards import NanGuard, StopSignals, dump_json
 from jaxalign.training.loop import Throughput, fit
-from jaxalign.training.lora_folders import save_run_adapters
+from jaxalign.training.lora_folders import base_is_reference, init_adapters, save_final_model
 from jaxalign.training.metrics_log import MetricsLogger, to_floats, truncate_log
 from jaxalign.training.online_dpo import (OnlineRefresher, SwappableBatches, is_offline,
                                           online_reference, reward_model_extras)
@@ -84,9 +84,9 @@ def initial_state(run: RunConfig, config, policy, objective, *, reference,
   if run.task == "rm":
     params = reward_model_params(config, policy, run.seed)
   else:
-    params = init_lora(config, jax.random.PRNGKey(run.seed + 1)) if lora else policy
+    params = init_adapters(run, config) if lora else policy
     if run.task in ("dpo", "online-dpo") and objective.needs_reference:
-      ref_params = base if lora and not run.model.reference_from else place(reference())
+      ref_params = base if base_is_reference(run, config) else place(reference())
   params = place(params)
   in_step_ref = None
   if ref_params is not None and ref_params is not base and (
@@ -219,8 +219,8 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
                             layout=layout)
   policy_of = lambda s: LoraParams(s.base_params, s.params) if lora else s.params
   # LoRA: the base may be the reference; the step donates it, so read the state's own.
-  base_is_reference = lora and ref_params is not None and not run.model.reference_from
-  eval_reference = (lambda s: s.base_params) if base_is_reference else (lambda s: None)
+  eval_reference = ((lambda s: s.base_params) if ref_params is not None and
+                    base_is_reference(run, config) else (lambda s: None))
   tokens = _tokens_per_batch(run, train_rows)
   n_params = count_params(policy)
   throughput = Throughput(tokens_per_batch=tokens, flops_per_batch=6.0 * n_params * tokens)
@@ -239,14 +239,9 @@ def _run_training(run: RunConfig, progress: bool, on_existing: str, stop) -> dic
     logger.close()
     checkpointer.close()
   final = to_host(state.params)  # collective when params span hosts: every process calls it
-  if lora:  # model/: the merged policy (what eval, sample, export and init_from read)
-    adapters, base_host = final, to_host(state.base_params)
-    final = merge_lora(config, base_host, adapters)
-  if main:
-    setup.save_run_model(run, os.path.join(run.output_dir, "model"),
-                         config.replace(lora=None) if lora else config, final,
-                         kind="reward_model" if run.task == "rm" else "policy")
-    if lora:
-      save_run_adapters(run, os.path.join(run.output_dir, "adapters"), config, adapters)
+  base = None if state.base_params is None else to_host(state.base_params)
+  if main:  # LoRA: model/ is the merged policy (what eval, sample, export, init_from read)
+    save_final_model(run, config, final, base,
+                     kind="reward_model" if run.task == "rm" else "policy")
     dump_json(to_floats(last_eval), os.path.join(run.output_dir, "eval.json"))  # strict JSON
   return to_floats(last_eval)

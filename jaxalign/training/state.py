@@ -47,6 +47,10 @@ class TrainState:
     from jaxalign.models.lora import LoraParams
     return LoraParams(self.base_params, params)
 
+  def reference(self):
+    """The reference params: ``ref_params``, or a LoRA run's frozen base when it has none."""
+    return self.base_params if self.ref_params is None else self.ref_params
+
   def apply_gradients(self, grads) -> "TrainState":
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
