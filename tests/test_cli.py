@@ -63,3 +63,12 @@ def test_demo_trainers_learn_on_the_synthetic_task(tmp_path):
 def test_reproduce_runs_an_experiment(tmp_path, capsys):
   assert main(["reproduce", "ipo_vs_dpo_bandit", "--quick", "--output-dir", str(tmp_path)]) == 0
   assert (tmp_path / "figure.png").exists() and (tmp_path / "numbers.json").exists()
+
+
+def test_packing_for_a_task_it_does_not_pack(tmp_path, capsys):
+  code = main(["train", "dpo", "--output-dir", str(tmp_path / "run"), "--set",
+               "data.packing=true"])
+  assert code == 2
+  err = capsys.readouterr().err.strip()
+  assert "data.packing packs sft and rm batches, not dpo" in err and len(err.splitlines()) == 1
+  assert not (tmp_path / "run").exists()

@@ -358,6 +358,9 @@ def _check_data_files(run: RunConfig) -> None:
         raise ConfigError(f"{key}: {path} does not exist")
 
 
+PACKING_TASKS = ("sft", "rm")
+
+
 def _check_task(run: RunConfig) -> None:
   from jaxalign.config.schema import LORA_TASKS
   if run.model.lora.rank and run.task not in LORA_TASKS:
@@ -373,6 +376,9 @@ def _check_task(run: RunConfig) -> None:
     raise ConfigError(f"{ema[0]}={ema[1]} with model.lora: the reference is the frozen base "
                       "(adapters off); an EMA reference would need its own copy of the "
                       f"weights: set {ema[0]}=0")
+  if run.data.packing and run.task not in PACKING_TASKS:
+    raise ConfigError(f"data.packing packs {' and '.join(PACKING_TASKS)} batches, not "
+                      f"{run.task}: set data.packing=false")
   if run.task == "online-dpo":
     from jaxalign.training.online_dpo import check_online_config
     check_online_config(run)

@@ -46,7 +46,7 @@ def fine_bucket(length: int, smallest: int = 16) -> int:
   return -(-length // step) * step
 
 
-def _real(arrays: dict, side: str, row: int) -> tuple[np.ndarray, np.ndarray]:
+def real_tokens(arrays: dict, side: str, row: int) -> tuple[np.ndarray, np.ndarray]:
   keep = arrays[f"{side}_attention_mask"][row] > 0
   return arrays[f"{side}_tokens"][row][keep], arrays[f"{side}_loss_mask"][row][keep] > 0
 
@@ -62,9 +62,11 @@ def _prefix_length(chosen, chosen_loss, rejected, rejected_loss) -> int:
   return common
 
 
-def _pair_row(chosen, chosen_loss, rejected, rejected_loss):
-  """One pair's row (tokens, positions, segments) and response entries."""
-  s = _prefix_length(chosen, chosen_loss, rejected, rejected_loss)
+def pair_row(chosen, chosen_loss, rejected, rejected_loss, share: bool = True):
+  """One pair's row (tokens, positions, segments), response entries and last slots; with
+  ``share=False`` no prefix is shared: the row is ``[chosen | rejected]``, two whole
+  sequences (segments 2 and 3, positions restarting at 0)."""
+  s = _prefix_length(chosen, chosen_loss, rejected, rejected_loss) if share else 0
   nc, nr = len(chosen), len(rejected)
   tokens = np.concatenate([chosen, rejected[s:]])
   positions = np.concatenate([np.arange(nc), np.arange(s, nr)])
@@ -83,7 +85,7 @@ def _pair_row(chosen, chosen_loss, rejected, rejected_loss):
 
 
 def _rows(arrays: dict) -> list:
-  return [_pair_row(*_real(arrays, "chosen", b), *_real(arrays, "rejected", b))
+  return [pair_row(*real_tokens(arrays, "chosen", b), *real_tokens(arrays, "rejected", b))
           for b in range(arrays["chosen_tokens"].shape[0])]
 
 

@@ -1,5 +1,6 @@
 """How a run lays out its host batches before they go on the mesh: pairs in the shared-prompt
-layout (``data.shared_prompt``), SFT rows packed (``data.packing``), anything else as is.
+layout (``data.shared_prompt``), SFT rows and reward-model pairs packed (``data.packing``),
+anything else as is.
 
 Every layout gives the objective the same loss as the padded rows it replaces (tested). With
 several processes, each holding its own rows, the layout's widths are the maximum over
@@ -17,6 +18,7 @@ from jax.experimental import multihost_utils
 from jaxalign.config import RunConfig
 from jaxalign.data.packing import packed_rows
 from jaxalign.data.pair_layout import shared_prompt_pairs
+from jaxalign.data.pair_packing import packed_pairs
 
 Layout = Callable[[dict], dict]
 
@@ -45,12 +47,25 @@ def packed_sft(row_multiple: int = 1) -> Layout:
   return layout
 
 
+def packed_rm(row_multiple: int = 1, share_prompt: bool = True) -> Layout:
+  """Reward-model pair batches packed (``data.packing``), several pairs per row, each as its
+  shared-prompt unit (or ``[chosen | rejected]`` with ``share_prompt=False``)."""
+  def layout(arrays: dict) -> dict:
+    if "chosen_tokens" not in arrays:
+      return arrays
+    return packed_pairs(arrays, row_multiple, share_prompt, agree_widths=_global)
+  return layout
+
+
 def identity(arrays: dict) -> dict:
   return arrays
 
 
 def batch_layout(run: RunConfig, row_multiple: int = 1) -> Layout:
-  """The run's layout: ``data.shared_prompt`` for pair tasks, ``data.packing`` for SFT."""
+  """The run's layout: ``data.packing`` for SFT and the reward model, else
+  ``data.shared_prompt`` for pair tasks."""
+  if run.task == "rm" and run.data.packing:
+    return packed_rm(row_multiple, run.data.shared_prompt)
   if run.task in ("dpo", "rm", "online-dpo") and run.data.shared_prompt:
     return shared_pairs
   if run.task == "sft" and run.data.packing:

@@ -100,13 +100,15 @@ def packed_response_logprobs(config: TransformerConfig, params, batch,
 
 
 def pair_reward_scores(config: TransformerConfig, params, batch) -> tuple[jax.Array, jax.Array]:
-  """Reward-model (chosen, rejected) scores [B] of a shared-prompt pair batch: the score
-  head at each sequence's last token (``RewardModel``'s params)."""
+  """Reward-model (chosen, rejected) scores of a shared-prompt pair batch, [B] (or [B', P]
+  packed, ``data/pair_packing.py``): the score head at each sequence's last token
+  (``RewardModel``'s params)."""
   hidden = pair_hidden(config, params["backbone"], batch)  # [B, L, D]
-  ends = jnp.stack([batch["chosen_last"], batch["rejected_last"]], axis=1)  # [B, 2]
-  last = jnp.take_along_axis(hidden, ends[..., None], axis=1)  # [B, 2, D]
-  scores = ScalarHead().apply({"params": params["score"]}, last)  # [B, 2]
-  return scores[:, 0], scores[:, 1]
+  ends = jnp.stack([batch["chosen_last"], batch["rejected_last"]], axis=-1)  # [B, (P,) 2]
+  flat = ends.reshape(ends.shape[0], -1)  # [B, 2] or [B', 2P]
+  last = jnp.take_along_axis(hidden, flat[..., None], axis=1)  # [B, 2(P), D]
+  scores = ScalarHead().apply({"params": params["score"]}, last).reshape(ends.shape)
+  return scores[..., 0], scores[..., 1]
 
 
 def reward_scores(config: TransformerConfig, params, tokens, attention_mask) -> jax.Array:

@@ -21,7 +21,9 @@ Batches are dicts of arrays (``as_arrays`` turns the data module's dataclasses i
   same for ``rejected_*`` [B, T], or the shared-prompt layout of the same pairs
   (``data.pair_layout``: ``pair_*`` [B, L], ``response_*`` [B, R]); optional ``weights``
   [B]; optional cached reference log-probs ``ref_chosen_logps, ref_rejected_logps`` [B];
-  the RM reads ``margin`` [B] or, with ``margin_scale``, ``scores`` [B].
+  the RM reads ``margin`` [B] or, with ``margin_scale``, ``scores`` [B]; packed RM pairs
+  (``data.packing``, ``data/pair_packing.py``) hold the shared-prompt row arrays [B', W] and
+  their per-pair arrays as [B', P] (``pair_arrays`` flattens them).
 - unpaired KTO (``training.kto_unpaired``): ``tokens, attention_mask, loss_mask`` [B, T],
   ``desirable`` [B] bool, ``weights`` [B]; optional cached ``ref_logps`` [B].
 """
@@ -39,6 +41,7 @@ from jaxalign.losses import LossTerm, bradley_terry_loss, sft_loss, statistics_o
 from jaxalign.models import TransformerConfig
 from jaxalign.ops import masked_count, sequence_logprobs
 from jaxalign.data.pair_layout import is_shared
+from jaxalign.data.pair_packing import ROW_KEYS as PACKED_ROW_KEYS, is_packed_pairs
 from jaxalign.training.forward import (concat_pairs, pair_response_logprobs,
                                        pair_reward_scores, packed_response_logprobs,
                                        reward_scores, token_logprobs)
@@ -60,9 +63,21 @@ def as_arrays(batch: Any) -> Batch:
 _PREFERENCE_COUNTS = ("pairs", "chosen_tokens")  # PreferenceObjective.denominators
 
 
+def pair_arrays(batch: Batch) -> Batch:
+  """The batch with its per-pair arrays flat ``[N]``: as is, except a packed pair batch
+  (``data/pair_packing.py``), whose ``[B', P]`` arrays are flattened and whose ``weights``
+  are 0 where no pair sits (1 elsewhere when the batch has none)."""
+  if not is_packed_pairs(batch):
+    return batch
+  present = batch["pair_present"].astype(jnp.float32)
+  flat = {k: v.reshape(-1) for k, v in batch.items() if k not in PACKED_ROW_KEYS}
+  weights = present * batch["weights"] if "weights" in batch else present
+  return {**batch, **flat, "weights": weights.reshape(-1)}
+
+
 def _pair_count(batch: Batch) -> jax.Array:
   """The (weighted) number of pairs, not clamped (``counts``)."""
-  weights = batch.get("weights")
+  weights = pair_arrays(batch).get("weights")
   if weights is None:
     rows = batch["pair_tokens" if is_shared(batch) else "chosen_tokens"]
     return jnp.float32(rows.shape[0])
@@ -131,7 +146,8 @@ class RewardModelObjective:
   def pair_scores(self, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """(chosen, rejected) scores [B], one forward pass over both."""
     if is_shared(batch):
-      return pair_reward_scores(self.config, params, batch)
+      chosen, rejected = pair_reward_scores(self.config, params, batch)
+      return chosen.reshape(-1), rejected.reshape(-1)  # [B], or [B' P] packed
     B = batch["chosen_tokens"].shape[0]
     scores = reward_scores(self.config, params,
                            concat_pairs(batch["chosen_tokens"], batch["rejected_tokens"]),
@@ -141,6 +157,7 @@ class RewardModelObjective:
 
   def loss(self, params, ref_params, batch: Batch, denominators: Batch):
     chosen, rejected = self.pair_scores(params, batch)
+    batch = pair_arrays(batch)
     margin = batch.get("margin")
     if margin is None and self.margin_scale and "scores" in batch:
       margin = self.margin_scale * batch["scores"]  # score_chosen - score_rejected, 0 if none

@@ -1,6 +1,7 @@
 """`jaxalign train` gives the same numbers whatever the device layout: DPO and the reward
 model with `data.shared_prompt` (the default) against the two-row layout, SFT with
-`data.packing=true` against padded rows, DPO with `model.scan_layers` against unrolled
+`data.packing=true` against padded rows, the reward model with packed pairs against the
+shared-prompt layout, DPO with `model.scan_layers` against unrolled
 layers. Each pair of runs trains from the same seed on the
 same synthetic rows; the logged losses and the final eval must agree to float rounding."""
 
@@ -43,6 +44,7 @@ def _numbers(tree, prefix=""):
 @pytest.mark.parametrize("task, switch", [("dpo", "data.shared_prompt"),
                                           ("rm", "data.shared_prompt"),
                                           ("sft", "data.packing"),
+                                          ("rm", "data.packing"),
                                           ("dpo", "model.scan_layers")])
 def test_the_layout_does_not_change_the_run(tmp_path, task, switch):
   losses_on, eval_on = _train(task, tmp_path / "on", f"{switch}=true")
