@@ -73,10 +73,7 @@ LORA_BASE = "frozen base (LoRA)"
 def _bound(state):
   """(policy params as the experience pass reads them, its reference): ``ppo_iteration`` /
   ``grpo_iteration``'s LoRA binding, the base standing in for a missing reference."""
-  from jaxalign.training.step import bind_lora
-  bound = state.params if state.base_params is None else bind_lora(
-      state.params, state.base_params, "policy")
-  return bound, state.base_params if state.ref_params is None else state.ref_params
+  return state.bound_params(), state.reference()
 
 
 def _key(mesh):

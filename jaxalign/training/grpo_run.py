@@ -28,7 +28,6 @@ from jaxalign.training.optim import make_optimizer
 from jaxalign.training.ppo import ema_reference, ema_update
 from jaxalign.training.lora_folders import base_is_reference, init_adapters
 from jaxalign.training.state import TrainState
-from jaxalign.training.step import bind_lora
 
 
 def init_grpo_state(run: RunConfig, config, policy, mesh=None) -> TrainState:
@@ -75,8 +74,7 @@ def grpo_iteration(run: RunConfig, config, context, state: TrainState, prompts, 
   rewards = scored.total
   if mesh is not None:
     rewards = shard_global_batch(rewards, mesh)
-  bound = state.params if state.base_params is None else bind_lora(
-      state.params, state.base_params, "policy")
+  bound = state.bound_params()
   ref = state.reference()
   experience, metrics = make_group_experience(config, spec, bound, ref, rollout, rewards)
   metrics = dict(to_floats(to_host(metrics)), **scored.metrics("rollout/rewards/"))

@@ -29,7 +29,6 @@ from jaxalign.training.ppo import (ema_reference, ema_update, kl_controller, mak
                                    ppo_update)
 from jaxalign.training.lora_folders import base_is_reference, init_adapters
 from jaxalign.training.state import TrainState
-from jaxalign.training.step import bind_lora
 
 
 def init_value_params(config, policy_params, shared: bool, seed: int) -> dict:
@@ -85,8 +84,7 @@ def ppo_iteration(run: RunConfig, config, rm, state: TrainState, prompts, gold_r
   spec = run.ppo
   rm_config, rm_params = rm
   iteration, rng, rollout = online_loop.sample_iteration(config, spec, state, prompts, mesh)
-  bound = state.params if state.base_params is None else bind_lora(
-      state.params, state.base_params, "policy")
+  bound = state.bound_params()
   ref = state.reference()
   experience, _, metrics = make_experience(config, rm_config, spec, bound, ref, rm_params,
                                            rollout, state.extras["kl_coef"])

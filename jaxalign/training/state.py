@@ -47,6 +47,14 @@ class TrainState:
     from jaxalign.models.lora import LoraParams
     return LoraParams(self.base_params, params)
 
+  def bound_params(self, entry: str = "policy"):
+    """``params`` with ``params[entry]`` bound to the frozen base in a LoRA run (the online
+    trainers' ``{"policy": adapters, "value": ...}``), ``params`` itself otherwise."""
+    if self.base_params is None:
+      return self.params
+    from jaxalign.models.lora import LoraParams
+    return {**self.params, entry: LoraParams(self.base_params, self.params[entry])}
+
   def reference(self):
     """The reference params: ``ref_params``, or a LoRA run's frozen base when it has none."""
     return self.base_params if self.ref_params is None else self.ref_params
