@@ -40,7 +40,7 @@ def _examples(arrays: dict) -> list[tuple[np.ndarray, np.ndarray]]:
   return out
 
 
-def _bins(lengths: list[int], width: int, pack: bool) -> list[list[int]]:
+def first_fit_bins(lengths: list[int], width: int, pack: bool) -> list[list[int]]:
   """First-fit decreasing: lists of example indices whose lengths sum to at most ``width``
   (ties keep file order, so the packing is deterministic)."""
   if not pack:
@@ -57,7 +57,7 @@ def _bins(lengths: list[int], width: int, pack: bool) -> list[list[int]]:
   return bins
 
 
-def _round_rows(rows: int, row_multiple: int) -> int:
+def round_rows(rows: int, row_multiple: int) -> int:
   rows = fine_bucket(rows, smallest=1)
   return -(-rows // row_multiple) * row_multiple
 
@@ -68,9 +68,9 @@ def packed_rows(arrays: dict, row_multiple: int = 1, pack: bool = True,
   maps this batch's widths ``(B', W, R)`` to the ones to use (at least as large)."""
   examples = _examples(arrays)
   width = arrays["tokens"].shape[1]
-  bins = _bins([len(t) for t, _ in examples], width, pack)
+  bins = first_fit_bins([len(t) for t, _ in examples], width, pack)
   responses = max(1, max(sum(int(examples[i][1].sum()) for i in b) for b in bins))
-  rows = _round_rows(len(bins), row_multiple) if pack else len(bins)
+  rows = round_rows(len(bins), row_multiple) if pack else len(bins)
   rows, width, R = (agree_widths or (lambda widths: widths))((rows, width,
                                                              fine_bucket(responses)))
   if len(bins) > rows:
@@ -104,7 +104,7 @@ def padding_report(lengths: np.ndarray, batch_size: int, width: int) -> dict[str
   for start in range(0, len(lengths) - batch_size + 1, batch_size):
     chunk = [int(n) for n in lengths[start:start + batch_size]]
     padded += batch_size * width
-    packed += len(_bins(chunk, width, True)) * width
+    packed += len(first_fit_bins(chunk, width, True)) * width
     real += sum(chunk)
   return {"real_tokens": float(real), "padded_slots": float(padded),
           "packed_slots": float(packed),

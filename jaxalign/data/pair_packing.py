@@ -26,19 +26,19 @@ import numpy as np
 
 from jaxalign.data.pair_layout import (LAYOUT_KEYS, PAIR_KEYS, PREFIX, fine_bucket, pair_row,
                                        real_tokens)
-from jaxalign.data.packing import _bins, _round_rows
+from jaxalign.data.packing import first_fit_bins, round_rows
 
 ROW_KEYS = LAYOUT_KEYS[:5]  # pair_tokens ... pair_prefix_ids [B', W]
 SLOT_KEYS = ("chosen_last", "rejected_last", "pair_present", "pair_order")  # [B', P]
 
 
-def _units(arrays: dict, share_prompt: bool) -> list:
-  """(tokens, positions, segments, (chosen last, rejected last)) of each pair."""
-  units = []
-  for b in range(arrays["chosen_tokens"].shape[0]):
+def _units(arrays: dict, pairs: list[int], share_prompt: bool) -> dict:
+  """(tokens, positions, segments, (chosen last, rejected last)) of each pair in ``pairs``."""
+  units = {}
+  for b in pairs:
     row = pair_row(*real_tokens(arrays, "chosen", b), *real_tokens(arrays, "rejected", b),
                    share=share_prompt)
-    units.append((row[0], row[1], row[2], row[6]))
+    units[b] = (row[0], row[1], row[2], row[6])
   return units
 
 
@@ -50,13 +50,13 @@ def packed_pairs(arrays: dict, row_multiple: int = 1, share_prompt: bool = True,
   B = arrays["chosen_tokens"].shape[0]
   weights = arrays.get("weights")
   kept = [b for b in range(B) if weights is None or weights[b] != 0]
-  units = _units(arrays, share_prompt)
+  units = _units(arrays, kept, share_prompt)
   width = fine_bucket(max([len(units[b][0]) for b in kept], default=1))
   bins = [[kept[i] for i in members]
-          for members in _bins([len(units[b][0]) for b in kept], width, True)]
+          for members in first_fit_bins([len(units[b][0]) for b in kept], width, True)]
   per_row = max([len(members) for members in bins], default=1)
   rows, width, P = (agree_widths or (lambda widths: widths))(
-      (_round_rows(max(1, len(bins)), row_multiple), width, fine_bucket(per_row, smallest=1)))
+      (round_rows(max(1, len(bins)), row_multiple), width, fine_bucket(per_row, smallest=1)))
   if len(bins) > rows or per_row > P:
     raise ValueError(f"{len(bins)} packed rows of up to {per_row} pairs needed, "
                      f"{rows} x {P} given")

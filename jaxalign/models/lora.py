@@ -64,6 +64,14 @@ class LoraParams:
   adapters: Any
 
 
+def bind_lora(params, base, entry: str | None = None):
+  """``LoraParams(base, params)``, or with ``entry`` (``"policy"`` of the online trainers'
+  ``{"policy": adapters, "value": ...}``) that entry bound and the rest as is."""
+  if entry is None:
+    return LoraParams(base, params)
+  return {**params, entry: LoraParams(base, params[entry])}
+
+
 def model_variables(params) -> dict:
   """Flax variables of ``params``: a plain param tree, or ``LoraParams`` (base + adapters)."""
   if isinstance(params, LoraParams):

@@ -52,8 +52,8 @@ class TrainState:
     trainers' ``{"policy": adapters, "value": ...}``), ``params`` itself otherwise."""
     if self.base_params is None:
       return self.params
-    from jaxalign.models.lora import LoraParams
-    return {**self.params, entry: LoraParams(self.base_params, self.params[entry])}
+    from jaxalign.models.lora import bind_lora
+    return bind_lora(self.params, self.base_params, entry)
 
   def reference(self):
     """The reference params: ``ref_params``, or a LoRA run's frozen base when it has none."""

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxalign.models.lora import LoraParams
+from jaxalign.models.lora import LoraParams, bind_lora  # noqa: F401 (bind_lora re-exported)
 from jaxalign.training.state import TrainState
 
 
@@ -81,14 +81,6 @@ def accumulate_gradients(objective, params, ref_params, batch: dict, micro_batch
     return loss, metrics, grads
 
   return _scan_sum(micro_step, slices)
-
-
-def bind_lora(params, base, entry: str | None = None):
-  """``LoraParams(base, params)``, or with ``entry`` (``"policy"`` of the online trainers'
-  ``{"policy": adapters, "value": ...}``) that entry bound and the rest as is."""
-  if entry is None:
-    return LoraParams(base, params)
-  return {**params, entry: LoraParams(base, params[entry])}
 
 
 class LoraBound:
