@@ -102,9 +102,9 @@ class DataSpec:
   chat_template: str | None = None  # a Jinja string or file; None: the tokenizer folder's own
   shared_prompt: bool = True       # pairs (dpo, rm, online-dpo): chosen and rejected in one
   #   row, the prompt run once, the LM head on response tokens only (data/pair_layout.py)
-  packing: bool = False            # sft, rm: rows (rm: pairs) packed padding-free, several
+  packing: bool | None = None      # sft, rm: rows (rm: pairs) packed padding-free, several
   #   per row, attention block-diagonal (data/packing.py, data/pair_packing.py); the loss is
-  #   unchanged
+  #   unchanged. None: on for sft and rm (exact there), off elsewhere
   margin_scale: float = 1.0        # rm: margin = scale * (score_chosen - score_rejected) where
   #   the file has scores (0: no margin)
   # Synthetic task (source=synthetic).

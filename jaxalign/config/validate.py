@@ -361,6 +361,14 @@ def _check_data_files(run: RunConfig) -> None:
 PACKING_TASKS = ("sft", "rm")
 
 
+def packs(run) -> bool:
+  """Whether the run packs its batches: ``data.packing``, or (None, the default) its task
+  is one of ``PACKING_TASKS``."""
+  if run.data.packing is None:
+    return run.task in PACKING_TASKS
+  return run.data.packing
+
+
 def _check_task(run: RunConfig) -> None:
   from jaxalign.config.schema import LORA_TASKS
   if run.model.lora.rank and run.task not in LORA_TASKS:
@@ -376,7 +384,7 @@ def _check_task(run: RunConfig) -> None:
     raise ConfigError(f"{ema[0]}={ema[1]} with model.lora: the reference is the frozen base "
                       "(adapters off); an EMA reference would need its own copy of the "
                       f"weights: set {ema[0]}=0")
-  if run.data.packing and run.task not in PACKING_TASKS:
+  if run.data.packing is True and run.task not in PACKING_TASKS:
     raise ConfigError(f"data.packing packs {' and '.join(PACKING_TASKS)} batches, not "
                       f"{run.task}: set data.packing=false")
   if run.task == "online-dpo":

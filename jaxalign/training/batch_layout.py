@@ -16,6 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxalign.config import RunConfig
+from jaxalign.config.validate import packs
 from jaxalign.data.packing import packed_rows
 from jaxalign.data.pair_layout import shared_prompt_pairs
 from jaxalign.data.pair_packing import packed_pairs
@@ -62,12 +63,12 @@ def identity(arrays: dict) -> dict:
 
 
 def batch_layout(run: RunConfig, row_multiple: int = 1) -> Layout:
-  """The run's layout: ``data.packing`` for SFT and the reward model, else
+  """The run's layout: ``data.packing`` (on by default) for SFT and the reward model, else
   ``data.shared_prompt`` for pair tasks."""
-  if run.task == "rm" and run.data.packing:
+  if run.task == "rm" and packs(run):
     return packed_rm(row_multiple, run.data.shared_prompt)
   if run.task in ("dpo", "rm", "online-dpo") and run.data.shared_prompt:
     return shared_pairs
-  if run.task == "sft" and run.data.packing:
+  if run.task == "sft" and packs(run):
     return packed_sft(row_multiple)
   return identity

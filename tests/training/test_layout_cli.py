@@ -1,7 +1,7 @@
 """`jaxalign train` gives the same numbers whatever the device layout: DPO and the reward
-model with `data.shared_prompt` (the default) against the two-row layout, SFT with
-`data.packing=true` against padded rows, the reward model with packed pairs against the
-shared-prompt layout, DPO with `model.scan_layers` against unrolled
+model with `data.shared_prompt` (the default) against the two-row layout (rm: unpacked), SFT
+with `data.packing` (the default) against padded rows, the reward model with packed pairs (the
+default) against the shared-prompt layout, DPO with `model.scan_layers` against unrolled
 layers. Each pair of runs trains from the same seed on the
 same synthetic rows; the logged losses and the final eval must agree to float rounding."""
 
@@ -41,14 +41,16 @@ def _numbers(tree, prefix=""):
   return {}
 
 
-@pytest.mark.parametrize("task, switch", [("dpo", "data.shared_prompt"),
-                                          ("rm", "data.shared_prompt"),
-                                          ("sft", "data.packing"),
-                                          ("rm", "data.packing"),
-                                          ("dpo", "model.scan_layers")])
-def test_the_layout_does_not_change_the_run(tmp_path, task, switch):
-  losses_on, eval_on = _train(task, tmp_path / "on", f"{switch}=true")
-  losses_off, eval_off = _train(task, tmp_path / "off", f"{switch}=false")
+LAYOUTS = [("dpo", "data.shared_prompt", ()), ("rm", "data.shared_prompt", ("data.packing=false",)),
+           ("sft", "data.packing", ()), ("rm", "data.packing", ()),
+           ("dpo", "model.scan_layers", ())]
+
+
+@pytest.mark.parametrize("task, switch, fixed", [pytest.param(*case, id=f"{case[0]}-{case[1]}")
+                                                 for case in LAYOUTS])
+def test_the_layout_does_not_change_the_run(tmp_path, task, switch, fixed):
+  losses_on, eval_on = _train(task, tmp_path / "on", f"{switch}=true", *fixed)
+  losses_off, eval_off = _train(task, tmp_path / "off", f"{switch}=false", *fixed)
   assert len(losses_on) == 2 and losses_on == pytest.approx(losses_off, rel=1e-5, abs=1e-6)
   on, off = _numbers(eval_on), _numbers(eval_off)
   metrics = [k for k in on if "loss" in k or "accuracy" in k or "logps" in k]
