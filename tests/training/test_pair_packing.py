@@ -1,7 +1,8 @@
-"""Packed reward-model pairs (data/pair_packing.py, ``data.packing`` for rm) give the loss,
-metrics and gradients of the padded two-row layout (which tests/models/test_hf_parity.py checks
-against transformers), with the prompt shared or not, padding on either side, weighted pairs
-and micro-batches; a pair never sees another pair of its row."""
+"""Packed reward-model pairs (data/pair_packing.py, ``data.packing``, the rm default) give the
+loss, metrics and gradients of the padded two-row layout (which tests/models/test_hf_parity.py
+checks against transformers), with the prompt shared or not, padding on either side, weighted
+pairs and micro-batches; a pair never sees another pair of its row. Packing is the default for
+sft and rm and for nothing else."""
 
 import jax
 import jax.numpy as jnp
@@ -74,3 +75,24 @@ def test_padding_pairs_are_left_out_and_micro_batches_sum_to_the_batch(reward_mo
   expected = whole(_device(padded))
   _close(whole(_device(packed)), expected)
   _close(split(_device(packed)), expected)
+
+
+@pytest.mark.parametrize("task, packed_key", [("sft", "segment_ids"), ("rm", "pair_present"),
+                                              ("dpo", None)])
+def test_packing_is_the_default_where_it_is_exact(task, packed_key):
+  from jaxalign.config import RunConfig, load_config
+  from jaxalign.training.batch_layout import batch_layout
+  batch = _pairs(False)
+  pairs = len(batch["weights"])
+  if task == "sft":
+    batch = {"tokens": batch["chosen_tokens"], "attention_mask": batch["chosen_attention_mask"],
+             "loss_mask": batch["chosen_loss_mask"]}
+  out = batch_layout(load_config(RunConfig, None, [f"task={task}"]))(batch)
+  if packed_key is None:  # dpo: the shared-prompt layout, one row per pair
+    assert "pair_present" not in out and out["pair_tokens"].shape[0] == pairs
+  else:
+    assert packed_key in out
+    rows = out["tokens" if task == "sft" else "pair_tokens"].shape[0]
+    assert rows < pairs  # several examples (pairs) per row
+  off = batch_layout(load_config(RunConfig, None, [f"task={task}", "data.packing=false"]))(batch)
+  assert "pair_present" not in off and "segment_ids" not in off
