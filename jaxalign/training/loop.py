@@ -45,24 +45,55 @@ class StopEarly(Exception):
 
 @dataclasses.dataclass
 class Throughput:
-  """Tokens/s and achieved FLOP/s over the steps since the last log line."""
+  """Tokens/s and achieved FLOP/s over the steps since the last log line, on the time the
+  steps take: the calls that compile a step for a batch shape not seen before (``compile``)
+  and evaluations and checkpoints (``exclude``) are left out, so a packed run's new layout
+  shapes or an eval do not read as a slow step. A window that compiled also reports
+  ``compile_s`` (those calls' wall time, compiling and dispatch) and ``batch_shapes`` (the
+  distinct shapes so far)."""
 
   tokens_per_batch: int = 0
   flops_per_batch: float = 0.0
-  _start: float = dataclasses.field(default_factory=time.perf_counter)
+  clock: Callable[[], float] = time.perf_counter
+  _start: float | None = None
   _steps: int = 0
+  _excluded: float = 0.0
+  _compile: float = 0.0
+  _shapes: set = dataclasses.field(default_factory=set)
+
+  def __post_init__(self):
+    self._start = self.clock()
 
   def tick(self) -> None:
     self._steps += 1
 
+  def is_new_shape(self, batch) -> bool:
+    """Whether ``batch``'s leaf shapes and dtypes are new to this run (recorded)."""
+    leaves = jax.tree_util.tree_leaves_with_path(batch)
+    signature = tuple((jax.tree_util.keystr(path), tuple(getattr(x, "shape", ())),
+                       str(getattr(x, "dtype", type(x).__name__))) for path, x in leaves)
+    if signature in self._shapes:
+      return False
+    self._shapes.add(signature)
+    return True
+
+  def compile(self, seconds: float) -> None:
+    self._compile += seconds
+
+  def exclude(self, seconds: float) -> None:
+    self._excluded += seconds
+
   def read(self) -> dict[str, float]:
-    elapsed = max(time.perf_counter() - self._start, 1e-9)
+    now = self.clock()
+    elapsed = max(now - self._start - self._excluded - self._compile, 1e-9)
     out = {"steps_per_s": self._steps / elapsed}
     if self.tokens_per_batch:
       out["tokens_per_s"] = self._steps * self.tokens_per_batch / elapsed
     if self.flops_per_batch:
       out["flops_per_s"] = self._steps * self.flops_per_batch / elapsed
-    self._start, self._steps = time.perf_counter(), 0
+    if self._compile:
+      out.update(compile_s=self._compile, batch_shapes=float(len(self._shapes)))
+    self._start, self._steps, self._excluded, self._compile = now, 0, 0.0, 0.0
     return out
 
 
@@ -99,6 +130,7 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
   while step < config.steps:
     if before_step is not None:
       guard.check(logger)  # no refresh from a diverged state
+      paused = throughput.clock()  # e.g. an online refresh: not the steps' time
       try:
         state, refresh_metrics = before_step(state, step)
       except StopEarly as stopped:
@@ -111,8 +143,13 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
       if logger and refresh_metrics:
         logger.log(step, refresh_metrics)
       guard.check_metrics(step, refresh_metrics or {})  # e.g. a retrained reward model's loss
+      throughput.exclude(throughput.clock() - paused)
     batch = next(batches)
-    state, metrics = step_fn(state, place_batch(batch))
+    placed = place_batch(batch)
+    new_shape, started = throughput.is_new_shape(placed), throughput.clock()
+    state, metrics = step_fn(state, placed)
+    if new_shape:  # jit traced and compiled (or read the cache) inside the call
+      throughput.compile(throughput.clock() - started)
     guard.check(logger)  # the previous step (done by now: this one is queued behind it)
     step += 1
     throughput.tick()
@@ -131,6 +168,7 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
       if learning_rate is not None:
         values["learning_rate"] = float(learning_rate(step - 1))
       logger.log(step, values, prefix="train/")
+    paused = throughput.clock()  # eval and checkpoints: not the steps' time
     if eval_now:
       last_eval = {f"eval/{k}": v for k, v in evaluate(state).items()}
       eval_step = step
@@ -142,6 +180,7 @@ def fit(state, step_fn: Callable, batches: Iterator, config: LoopConfig, *,
       guard.check_params(step, state.params)
       checkpointer.save(step, state, _data_state(batches), force=True,
                         meta={"metrics_offset": logger.offset if logger else None})
+    throughput.exclude(throughput.clock() - paused)
     if logger:
       logger.advance()
     if interrupted:
