@@ -245,11 +245,13 @@ class OnlineRefresher:
       metrics.update(rm_metrics)
     prompts, tokens, masks = self._sample(state.policy(None), jax.random.fold_in(rng, 2),
                                           online.prompts_per_refresh)
-    scores = self._label(state, prompts, tokens, masks)  # before the reference moves
-    rows, counts = self._pairs(prompts, tokens, masks, scores)
+    gold = None if self.gold_reward is None else self._gold(prompts, tokens, masks)
+    scores = (gold if online.labeller == "gold"
+              else self._label(state, prompts, tokens, masks))  # before the reference moves
+    rows, counts = self._pairs(prompts, tokens, masks, scores, gold)
     metrics.update({f"online/{k}": v for k, v in counts.items()})
-    if self.gold_reward is not None:
-      metrics["online/gold_reward"] = float(np.mean(self._gold(prompts, tokens, masks)))
+    if gold is not None:
+      metrics["online/gold_reward"] = float(np.mean(gold))
     self._require_batch(counts, step, "online.prompts_per_refresh", metrics)
     if iteration > 0:
       state = self._update_reference(state)
@@ -320,11 +322,13 @@ class OnlineRefresher:
                                                         sequence, sequence_mask, response_mask)
     return to_host(scores)[:n]
 
-  def _pairs(self, prompts, tokens, masks, scores):
+  def _pairs(self, prompts, tokens, masks, scores, gold=None):
     """(rows, counts): the preference rows of each prompt's samples and how many pairs were
-    formed (``pairs``), skipped as ties (``ties_skipped``), and the mean label."""
+    formed (``pairs``), skipped as ties (``ties_skipped``), and the mean label. With ``gold``
+    (the gold reward of each sample, synthetic data) also ``gold_agreement``: the fraction of
+    pairs whose chosen response has the higher gold reward, a gold tie counting one half."""
     k = self.run.online.samples_per_prompt
-    prompt_ids, chosen, rejected = [], [], []
+    prompt_ids, chosen, rejected, agreement = [], [], [], []
     for row in range(prompts.tokens.shape[0]):
       prompt = prompts.tokens[row][prompts.attention_mask[row] > 0]
       responses = [tokens[row * k + j][masks[row * k + j] > 0] for j in range(k)]
@@ -332,9 +336,13 @@ class OnlineRefresher:
         prompt_ids.append(prompt)
         chosen.append(responses[c])
         rejected.append(responses[r])
+        if gold is not None:
+          agreement.append(0.5 + 0.5 * np.sign(gold[row * k + c] - gold[row * k + r]))
     possible = prompts.tokens.shape[0] * max_pairs_per_prompt(self.run)
     counts = {"pairs": float(len(chosen)), "ties_skipped": float(possible - len(chosen)),
               "label_mean": float(np.mean(scores))}
+    if agreement:
+      counts["gold_agreement"] = float(np.mean(agreement))
     if not chosen:
       return None, counts
     rows = D.PreferenceRows.from_token_lists(prompt_ids, chosen, rejected,

@@ -59,6 +59,10 @@ def test_every_labeller_and_reference_runs_two_refreshes(sft_and_rm, dpo_start, 
   for h in refreshes:  # every sampled prompt is a pair or a counted tie
     assert h["online/pairs"] + h["online/ties_skipped"] == PROMPTS, h
     assert h["online/pairs"] >= 8, h
+    if labeller == "gold":  # the chosen sample is the one of higher gold reward (ties: skipped)
+      assert h["online/gold_agreement"] == 1.0, h
+    else:
+      assert 0.0 <= h["online/gold_agreement"] <= 1.0, h
   if labeller == "implicit":  # labelled against the reference before the update: not all 0
     assert all(h["online/label_mean"] != 0.0 for h in refreshes), refreshes
   train = {h["step"]: h for h in history if "train/loss" in h}
