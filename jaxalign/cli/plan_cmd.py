@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 TASKS = ("sft", "rm", "dpo", "ppo", "online-dpo", "grpo", "rloo")
 
@@ -21,11 +22,19 @@ def add_plan_command(commands) -> None:
   plan.add_argument("--json", dest="json_path", metavar="PATH", help="write the report here")
   plan.add_argument("--hbm-gib", type=float, help="memory per device to fit against "
                     "(default: the chip's HBM)")
+  plan.add_argument("--largest-batch", action="store_true", help="also search the largest "
+                    "batch that fits (data.batch_size; ppo.rollout_batch_size; "
+                    "grpo.prompts_per_iteration): multiples of the configured value, each "
+                    "compiled")
 
 
 def run_plan_command(args) -> int:
-  from jaxalign.planning.chips import parse_topology, prepare_host
+  from jaxalign.planning.chips import hbm_bytes, parse_topology, prepare_host
   topology = parse_topology(args.topology)  # a bad topology: one line, before JAX starts
+  if args.largest_batch and hbm_bytes(topology, args.hbm_gib) is None:
+    print(f"jaxalign: error: --largest-batch needs a memory size to fit against: "
+          f"{args.topology} has none, give --hbm-gib", file=sys.stderr)
+    return 2
   prepare_host(topology)
   from jaxalign.config import RunConfig, load_config
   from jaxalign.config.validate import resolve_run, validate_run
@@ -35,9 +44,14 @@ def run_plan_command(args) -> int:
   run = resolve_run(load_config(RunConfig, args.config, overrides))
   validate_run(run)
   from jaxalign.planning import format_report, plan
-  report = plan(run, args.topology, hbm_gib=args.hbm_gib, log=lambda line: print(
-      line, flush=True))
+  log = lambda line: print(line, flush=True)
+  report = plan(run, args.topology, hbm_gib=args.hbm_gib, log=log)
   print(format_report(report))
+  if args.largest_batch:
+    from jaxalign.planning.search import format_search, largest_batch
+    report["largest_batch"] = largest_batch(run, args.topology, hbm_gib=args.hbm_gib, log=log,
+                                            first_report=report)
+    print(format_search(report["largest_batch"]))
   if args.json_path:
     os.makedirs(os.path.dirname(os.path.abspath(args.json_path)), exist_ok=True)
     with open(args.json_path, "w") as f:

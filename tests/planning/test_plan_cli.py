@@ -112,3 +112,29 @@ def test_grpo_lora_sampler_reads_base_and_adapters(tmp_path):
   assert "frozen base (LoRA)" in sampler["arguments"]
   assert "frozen base (LoRA)" in experience["arguments"] and "reference" not in step["arguments"]
   assert step["arguments"]["params"] < step["arguments"]["frozen base (LoRA)"]
+
+
+def test_largest_batch_is_bisected_between_a_plan_that_fits_and_one_that_does_not(tmp_path):
+  report, stdout = _plan(tmp_path, "dpo", "--hbm-gib", "0.01", "--largest-batch")
+  search = report["largest_batch"]
+  largest, failing = search["largest"], search["smallest_failing"]
+  assert search["key"] == "data.batch_size" and search["configured"] == 8
+  assert largest % 8 == 0 and failing == largest + 8, search  # bisected to the multiple of 8
+  peaks = [row["peak_bytes"] for row in search["tried"]]
+  assert peaks == sorted(peaks) and len(set(peaks)) == len(peaks)  # the batch really changed
+  assert f"largest data.batch_size that fits: {largest} ({failing} does not)" in stdout
+  # Planned on their own (the batch set on the command line), the two ends agree.
+  fits, _ = _plan(tmp_path, "dpo", "--hbm-gib", "0.01", "--set", f"data.batch_size={largest}",
+                  name="fits")
+  over, _ = _plan(tmp_path, "dpo", "--hbm-gib", "0.01", "--set", f"data.batch_size={failing}",
+                  name="over")
+  assert fits["fits"] is True and over["fits"] is False
+
+
+def test_largest_batch_needs_a_memory_size():
+  result = subprocess.run([sys.executable, "-m", "jaxalign.cli.main", "plan", "dpo",
+                           "--topology", "cpu", "--largest-batch"],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "--largest-batch needs" in lines[0] and "--hbm-gib" in lines[0]
