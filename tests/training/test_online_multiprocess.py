@@ -49,6 +49,11 @@ def _assert_same_rows(single: list[dict], multi: list[dict], prefixes: tuple[str
     names = {k for k in a if k.startswith(prefixes)}
     assert names == {k for k in b if k.startswith(prefixes)}
     for name in names:
+      if name.endswith("rewards/accuracies") and abs(a[name.replace(
+          "accuracies", "margins")]) < 1e-6:
+        # Implicit rewards of float noise (a previous_iterate reference right after a
+        # refresh is the policy itself): the fraction of positive margins is the noise's sign.
+        continue
       np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5, err_msg=name)
       compared += 1
   assert compared >= 10
