@@ -15,8 +15,7 @@ from jaxalign.training.guards import json_safe
 
 # Metrics (the last part of a key) on the progress bar and the --no-progress log lines.
 SHOWN = ("loss", "accuracies", "accuracy", "grad_norm", "learning_rate", "tokens_per_s", "kl",
-         "compile_s",
-         "score", "gold_reward")
+         "compile_s", "score", "gold_reward")
 
 
 def to_floats(metrics: dict) -> dict[str, float]:

@@ -246,8 +246,7 @@ class OnlineRefresher:
     prompts, tokens, masks = self._sample(state.policy(None), jax.random.fold_in(rng, 2),
                                           online.prompts_per_refresh)
     gold = None if self.gold_reward is None else self._gold(prompts, tokens, masks)
-    scores = (gold if online.labeller == "gold"
-              else self._label(state, prompts, tokens, masks))  # before the reference moves
+    scores = self._label(state, prompts, tokens, masks, gold)  # before the reference moves
     rows, counts = self._pairs(prompts, tokens, masks, scores, gold)
     metrics.update({f"online/{k}": v for k, v in counts.items()})
     if gold is not None:
@@ -302,12 +301,13 @@ class OnlineRefresher:
     return np.asarray(self.gold_reward(np.repeat(prompts.tokens, k, 0), tokens, masks,
                                        np.repeat(prompts.attention_mask, k, 0)))
 
-  def _label(self, state, prompts, tokens, masks) -> np.ndarray:
-    """One score per sample: the reward model's, the gold reward, or the implicit reward
-    beta * log(pi / pi_ref) against ``state.ref_params`` (the reference before the update)."""
+  def _label(self, state, prompts, tokens, masks, gold) -> np.ndarray:
+    """One score per sample: the reward model's, the gold reward (``gold``, already computed
+    for the metrics), or the implicit reward beta * log(pi / pi_ref) against
+    ``state.ref_params`` (the reference before the update)."""
     labeller = self.run.online.labeller
     if labeller == "gold":
-      return self._gold(prompts, tokens, masks)
+      return gold
     k = self.run.online.samples_per_prompt
     sequence = np.concatenate([np.repeat(prompts.tokens, k, 0), tokens], axis=1)
     sequence_mask = np.concatenate([np.repeat(prompts.attention_mask, k, 0), masks], axis=1)
