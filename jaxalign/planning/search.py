@@ -30,16 +30,17 @@ def _value(run: RunConfig, key: str) -> int:
   return int(getattr(getattr(run, section), name))
 
 
-def with_batch(run: RunConfig, key: str, value: int) -> RunConfig | None:
-  """``run`` with ``key=value``, or None when that value fails the config checks."""
+def with_batch(run: RunConfig, key: str, value: int) -> tuple[RunConfig | None, str | None]:
+  """``(run with key=value, None)``, or ``(None, the error)`` when that value fails the
+  config checks."""
   data = to_dict(run)
   set_dotted(data, key, value)
   try:
     candidate = resolve_run(from_dict(RunConfig, data))
     validate_run(candidate)
-  except (ConfigError, ValueError):
-    return None
-  return candidate
+  except (ConfigError, ValueError) as error:
+    return None, f"{key}={value}: {error}"
+  return candidate, None
 
 
 def _peak(report: dict) -> int:
@@ -50,12 +51,15 @@ def largest_batch(run: RunConfig, topology: str, hbm_gib: float | None = None, l
                   max_doublings: int = 12, first_report: dict | None = None) -> dict:
   """``{"key", "configured", "largest", "smallest_failing", "tried": [{"value", "fits",
   "peak_bytes"}]}``; ``largest`` is None when not even the smallest valid halving fits,
-  ``smallest_failing`` None when the doublings ran out first. ``first_report``: ``plan``'s
-  report of ``run`` itself, when already made (not compiled again)."""
+  ``smallest_failing`` None when the doublings ran out first. ``stopped`` says why the
+  search ended where it did not end at a value that does not fit (a value failing the config
+  checks, or the doublings ran out), else None. ``first_report``: ``plan``'s report of
+  ``run`` itself, when already made (not compiled again)."""
   key = batch_key(run)
   start = _value(run, key)
   tried: dict[int, bool] = {}
   rows = []
+  stopped: list[str] = []  # why the search ended short of a value that does not fit
   if first_report is not None and first_report["fits"] is not None:
     tried[start] = bool(first_report["fits"])
     rows.append({"value": start, "fits": tried[start], "peak_bytes": _peak(first_report)})
@@ -63,8 +67,9 @@ def largest_batch(run: RunConfig, topology: str, hbm_gib: float | None = None, l
   def fits(value: int) -> bool | None:
     if value in tried:
       return tried[value]
-    candidate = with_batch(run, key, value)
+    candidate, error = with_batch(run, key, value)
     if candidate is None:
+      stopped.append(error)
       return None
     if log:
       log(f"planning {key}={value}...")
@@ -94,23 +99,28 @@ def largest_batch(run: RunConfig, topology: str, hbm_gib: float | None = None, l
       if outcome is None:
         break
       if outcome:
-        return _result(key, start, value // 2, value, rows)
+        return _result(key, start, value // 2, value, rows, stopped)
       value //= 2
-    return _result(key, start, None, value, rows)
+    if not stopped and value % 2:
+      stopped.append(f"{key}={value} is odd: no smaller halving to try")
+    return _result(key, start, None, value, rows, stopped)
   if high is None:
-    return _result(key, start, start * low, None, rows)
+    if not stopped:
+      stopped.append(f"{max_doublings} doublings all fit (max_doublings)")
+    return _result(key, start, start * low, None, rows, stopped)
   while high - low > 1:  # multiples of start: low fits, high does not
     middle = (low + high) // 2
     outcome = fits(start * middle)
     if outcome is None:  # not a valid config (e.g. a divisibility): stop at this resolution
       break
     low, high = (middle, high) if outcome else (low, middle)
-  return _result(key, start, start * low, start * high, rows)
+  return _result(key, start, start * low, start * high, rows, stopped)
 
 
-def _result(key, configured, largest, failing, rows) -> dict:
+def _result(key, configured, largest, failing, rows, stopped) -> dict:
   return {"key": key, "configured": configured, "largest": largest,
-          "smallest_failing": failing, "tried": sorted(rows, key=lambda r: r["value"])}
+          "smallest_failing": failing, "stopped": stopped[0] if stopped else None,
+          "tried": sorted(rows, key=lambda r: r["value"])}
 
 
 def format_search(result: dict) -> str:
@@ -118,6 +128,8 @@ def format_search(result: dict) -> str:
   lines = [f"largest {result['key']} that fits: {result['largest']}"
            + ("" if result["smallest_failing"] is None
               else f" ({result['smallest_failing']} does not)")]
+  if result["stopped"]:
+    lines.append(f"  the search stopped there: {result['stopped']}")
   lines += [f"  {result['key']}={row['value']:<8} peak {gib(row['peak_bytes']).strip():>12}  "
             f"{'fits' if row['fits'] else 'does not fit'}" for row in result["tried"]]
   return "\n".join(lines)
