@@ -9,8 +9,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Eight CPU devices for the mesh tests. The tests' models are tiny, so compiling dominates:
-# LLVM at opt-level 0 cuts the cold suite by about a fifth (the HLO passes and fusions are a
-# user's; only the machine code is less optimized; benchmarks keep the default level).
+# LLVM at opt-level 0 cut the cold mesh step tests by about a fifth (the HLO passes and
+# fusions are a user's; only the machine code is less optimized; benchmarks keep the default
+# level). tests/training/subprocess_runs.py passes it to its children too.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 

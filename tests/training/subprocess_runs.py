@@ -9,8 +9,9 @@ import time
 
 import jax
 
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1 "
-           "--xla_backend_optimization_level=0")  # as tests/conftest.py
+from tests.conftest import FAST_COMPILE
+
+ENV = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}")
 # The children share the tests' persistent compilation cache (tests/conftest.py).
 if jax.config.jax_compilation_cache_dir:
   ENV.setdefault("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
